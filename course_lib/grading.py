@@ -1,0 +1,207 @@
+"""nbgrader plumbing: release labs and autograde notebooks in a throwaway course directory.
+
+The instructor's source lives in ``solutions/<lab>/<lab>.ipynb``; ``release`` runs nbgrader's
+``generate_assignment`` and writes the student version to ``labs/<lab>/``. ``autograde`` grades
+any set of notebooks for one lab in a temporary course directory (its own gradebook), so tests
+and dry runs never touch a real gradebook, and returns the scores as plain data.
+
+    >>> from course_lib import grading
+    >>> grading.list_labs()                                           # doctest: +SKIP
+    ['lab00_pytorch_warmup', ...]
+    >>> grading.autograde("lab00_pytorch_warmup", {"alice": "alice.ipynb"})  # doctest: +SKIP
+    {'alice': GradeResult(score=10.0, max_score=10.0, tests={...}, error=None)}
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["REPO_ROOT", "GradeResult", "list_labs", "lab_source", "release", "generate",
+           "autograde", "course_config"]
+
+
+@dataclass
+class GradeResult:
+    """One graded submission: total ``score`` out of ``max_score`` points, per-test points
+    (``tests[grade_id] = (score, max_score)``), and ``error`` when grading itself failed."""
+
+    score: float
+    max_score: float
+    tests: dict[str, tuple[float, float]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self.score / self.max_score if self.max_score else 0.0
+
+
+def list_labs(root: Path = REPO_ROOT) -> list[str]:
+    """Names of the labs that have an nbgrader source notebook in ``solutions/``."""
+    src = Path(root) / "solutions"
+    return sorted(p.name for p in src.iterdir()
+                  if p.is_dir() and (p / f"{p.name}.ipynb").exists()) if src.exists() else []
+
+
+def lab_source(lab: str, root: Path = REPO_ROOT) -> Path:
+    """Path of a lab's instructor notebook; a clear error lists the labs that exist."""
+    if not isinstance(lab, str) or not lab:
+        raise TypeError(f"lab must be a lab name such as 'lab00_pytorch_warmup', got {lab!r}")
+    path = Path(root) / "solutions" / lab / f"{lab}.ipynb"
+    if not path.exists():
+        raise ValueError(f"no lab named {lab!r}: expected {path}. Labs: {list_labs(root)}")
+    return path
+
+
+def course_config(root: Path):
+    """The repository's nbgrader configuration, re-rooted at course directory ``root``."""
+    from traitlets.config import Config, PyFileConfigLoader
+
+    loader = PyFileConfigLoader("nbgrader_config.py", path=str(REPO_ROOT))
+    cfg: Config = loader.load_config()
+    cfg.CourseDirectory.root = str(root)
+    cfg.CourseDirectory.db_url = f"sqlite:///{Path(root) / 'gradebook.db'}"
+    return cfg
+
+
+@contextlib.contextmanager
+def _quiet_nbgrader():
+    """nbgrader logs every step at INFO; keep a test run or notebook readable."""
+    loggers = [logging.getLogger(n) for n in ("traitlets", "nbgrader", "NbGraderAPI")]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, old):
+            lg.setLevel(lv)
+
+
+def _api(root: Path):
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    cfg = course_config(root)
+    coursedir = CourseDirectory(config=cfg)
+    api = NbGraderAPI(coursedir=coursedir, config=cfg)
+    api.log.setLevel(logging.ERROR)
+    return api
+
+
+def _normalize_file(path: Path) -> None:
+    import nbformat
+
+    from .notebooks import write
+
+    write(nbformat.read(str(path), as_version=4), path)
+
+
+def generate(lab: str, out_dir: Path, root: Path = REPO_ROOT) -> Path:
+    """Run nbgrader's generate_assignment for ``lab`` into ``out_dir/<lab>/`` (normalised).
+
+    Works in a temporary course directory, so the repository's gradebook is never touched.
+    Returns the path of the generated student notebook.
+    """
+    src = lab_source(lab, root)
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="olm-release-") as tmp:
+        course = Path(tmp)
+        shutil.copytree(src.parent, course / "solutions" / lab,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        with _quiet_nbgrader():
+            result = _api(course).generate_assignment(lab, force=True, create=True)
+        if not result.get("success"):
+            raise RuntimeError(f"nbgrader generate_assignment failed for {lab}:\n"
+                               f"{result.get('error') or result.get('log')}")
+        generated = course / "labs" / lab
+        target = out_dir / lab
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(generated, target)
+    notebook = target / f"{lab}.ipynb"
+    _normalize_file(notebook)
+    return notebook
+
+
+def release(lab: str, root: Path = REPO_ROOT) -> Path:
+    """Regenerate ``labs/<lab>/`` from ``solutions/<lab>/`` (the only way labs/ changes)."""
+    return generate(lab, Path(root) / "labs", root)
+
+
+def autograde(lab: str, submissions: dict[str, str | os.PathLike], root: Path = REPO_ROOT,
+              workdir: str | os.PathLike | None = None) -> dict[str, GradeResult]:
+    """Autograde notebooks for ``lab`` with nbgrader in a fresh course directory.
+
+    Parameters
+    ----------
+    lab : str
+        Lab name, e.g. "lab00_pytorch_warmup".
+    submissions : dict
+        ``{student_id: path to that student's .ipynb}``.
+    workdir : path or None
+        Keep the course directory here (for inspecting feedback); default: a temp dir removed
+        afterwards.
+
+    Returns
+    -------
+    ``{student_id: GradeResult}``. A submission that nbgrader could not grade at all gets
+    ``score=0`` with ``error`` set; it is never dropped.
+
+    Note: this runs student code as the current user with no sandbox. It is meant for the
+    course's own tests and for trusted dry runs.
+    """
+    if not submissions:
+        raise ValueError("submissions is empty: pass {student_id: notebook path}")
+    for student, path in submissions.items():
+        if not str(student).isidentifier():
+            raise ValueError(f"student id {student!r} must be letters, digits and underscores")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"submission of {student!r} not found: {path}")
+    src = lab_source(lab, root)
+    ctx = (contextlib.nullcontext(str(workdir)) if workdir is not None
+           else tempfile.TemporaryDirectory(prefix="olm-grade-"))
+    results: dict[str, GradeResult] = {}
+    with ctx as tmp:
+        course = Path(tmp)
+        course.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src.parent, course / "solutions" / lab, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        api = _api(course)
+        with _quiet_nbgrader():
+            gen = api.generate_assignment(lab, force=True, create=True)
+        if not gen.get("success"):
+            raise RuntimeError(f"nbgrader generate_assignment failed for {lab}:\n{gen.get('error')}")
+        for student, path in submissions.items():
+            dest = course / "submitted" / student / lab
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest / f"{lab}.ipynb")
+            with _quiet_nbgrader():
+                res = api.autograde(lab, student, force=True, create=True)
+            results[student] = _read_grade(course, lab, student,
+                                           None if res.get("success") else
+                                           (res.get("error") or res.get("log") or "autograde failed"))
+    return results
+
+
+def _read_grade(course: Path, lab: str, student: str, error: str | None) -> GradeResult:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        try:
+            sub = gb.find_submission(lab, student)
+        except MissingEntry:
+            max_score = gb.find_assignment(lab).max_score
+            return GradeResult(0.0, float(max_score), {}, error or "no submission recorded")
+        tests = {}
+        for nb in sub.notebooks:
+            for grade in nb.grades:
+                tests[grade.name] = (float(grade.score), float(grade.max_score))
+        return GradeResult(float(sub.score), float(sub.max_score), tests, error)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Create (or reuse) the course's virtual environment in .venv and install everything pinned in
+# pyproject.toml. Idempotent: a second run with an unchanged pyproject.toml does nothing.
+#   PYTHON=python3.11         interpreter to build the venv with (default: python3.11, python3)
+#   TORCH_INDEX_URL=...       extra index for torch, e.g. https://download.pytorch.org/whl/cpu
+#                             on a Linux machine without a GPU (saves a ~3 GB CUDA download)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+pick_python() {
+  for py in "${PYTHON:-}" python3.11 python3; do
+    [ -n "$py" ] || continue
+    if command -v "$py" >/dev/null 2>&1 && \
+       "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then
+      echo "$py"; return 0
+    fi
+  done
+  echo "Open LLM Lab needs Python 3.11 (set PYTHON=/path/to/python3.11)." >&2
+  return 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+  py=$(pick_python)
+  echo "[setup] creating .venv with $py"
+  "$py" -m venv .venv
+fi
+
+stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.open-llm-lab-installed 2>/dev/null || true)" = "$stamp" ]; then
+  echo "[setup] .venv is up to date"
+  exit 0
+fi
+
+pip_args=(--disable-pip-version-check)
+[ -n "${TORCH_INDEX_URL:-}" ] && pip_args+=(--extra-index-url "$TORCH_INDEX_URL")
+echo "[setup] installing pinned packages (a few minutes the first time)"
+# torch first, on its own: its pin is the one that decides CPU or CUDA wheels.
+torch_pin=$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+.venv/bin/python -m pip install -q "${pip_args[@]}" "$torch_pin"
+.venv/bin/python -m pip install -q "${pip_args[@]}" -e ".[test]"
+# shellcheck disable=SC2046
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps $(.venv/bin/python tools/sync_env.py --print-no-deps)
+echo "$stamp" > .venv/.open-llm-lab-installed
+echo "[setup] done"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the whole Open LLM Lab test suite, offline. Prints its wall time.
+# Extra arguments go to pytest (e.g. -k lab00, -x).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+start=$(date +%s)
+bash scripts/setup.sh || exit 1
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+workers=${TEST_WORKERS:-2}
+.venv/bin/python -m pytest -n "$workers" --dist worksteal -p no:cacheprovider -q -ra "$@"
+status=$?
+echo "[test] wall time: $(( $(date +%s) - start )) s (setup included), exit status $status"
+exit $status

@@ -1,0 +1,51 @@
+"""course_lib.grading: input checks and the plumbing that the round-trip tests rely on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from course_lib import grading
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_list_labs_matches_solutions_folders():
+    labs = grading.list_labs(REPO)
+    assert labs == sorted(p.name for p in (REPO / "solutions").iterdir()
+                          if (p / f"{p.name}.ipynb").exists())
+    assert "lab00_pytorch_warmup" in labs
+
+
+def test_unknown_lab_lists_the_real_ones():
+    with pytest.raises(ValueError, match="lab00_pytorch_warmup"):
+        grading.lab_source("lab99_nope", REPO)
+    with pytest.raises(TypeError):
+        grading.lab_source(None, REPO)
+
+
+def test_autograde_rejects_bad_submissions(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        grading.autograde("lab00_pytorch_warmup", {}, REPO)
+    with pytest.raises(FileNotFoundError, match="alice"):
+        grading.autograde("lab00_pytorch_warmup", {"alice": tmp_path / "missing.ipynb"}, REPO)
+    nb = tmp_path / "x.ipynb"
+    nb.write_text("{}")
+    with pytest.raises(ValueError, match="student id"):
+        grading.autograde("lab00_pytorch_warmup", {"bad id!": nb}, REPO)
+
+
+def test_config_is_rerooted_and_keeps_course_settings(tmp_path):
+    cfg = grading.course_config(tmp_path)
+    assert cfg.CourseDirectory.root == str(tmp_path)
+    assert cfg.CourseDirectory.source_directory == "solutions"
+    assert cfg.CourseDirectory.release_directory == "labs"
+    assert cfg.OverwriteCells.add_missing_cells is True
+    assert cfg.IgnorePattern.enabled is True
+    assert "nbgrader.preprocessors.ClearHiddenTests" in cfg.GenerateFeedback.preprocessors
+    assert cfg.Execute.timeout >= 60
+
+
+def test_grade_result_fraction():
+    assert grading.GradeResult(3, 4).fraction == 0.75
+    assert grading.GradeResult(0, 0).fraction == 0.0

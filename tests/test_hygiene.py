@@ -1,0 +1,65 @@
+"""Every committed notebook is clean: valid nbformat 4.5, stable ids, no outputs, a parameters
+cell, kernelspec python3, and in the canonical normalised form."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from course_lib.notebooks import problems
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _committed_notebooks() -> list[Path]:
+    try:
+        out = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+        tracked = [REPO / p for p in out]
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        tracked = []
+    on_disk = [p for pat in ("lessons/*.ipynb", "solutions/*/*.ipynb", "labs/*/*.ipynb")
+               for p in REPO.glob(pat)]
+    return sorted(set(tracked) | set(on_disk))
+
+
+NOTEBOOKS = _committed_notebooks()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(REPO)) for p in NOTEBOOKS])
+def test_notebook_is_clean(path: Path):
+    found = problems(path)
+    assert not found, "\n".join(found)
+
+
+def test_problems_catches_outputs(tmp_path: Path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})
+    cell.outputs = [nbformat.v4.new_output("stream", text="hi")]
+    cell.execution_count = 3
+    nb.cells = [cell]
+    p = tmp_path / "dirty.ipynb"
+    nbformat.write(nb, str(p))
+    found = problems(p)
+    assert any("outputs" in f for f in found), found
+
+
+def test_problems_requires_parameters_cell(tmp_path: Path):
+    import nbformat
+
+    from course_lib.notebooks import write
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    p = tmp_path / "noparams.ipynb"
+    write(nb, p)
+    assert any("parameters" in f for f in problems(p))
+
+
+def test_labs_mirror_solutions():
+    sols = {p.name for p in (REPO / "solutions").iterdir() if p.is_dir()}
+    labs = {p.name for p in (REPO / "labs").iterdir() if p.is_dir()}
+    assert sols == labs, f"labs/ and solutions/ differ: only in solutions {sols - labs}, only in labs {labs - sols}"

@@ -1,0 +1,93 @@
+"""nbgrader round trip for every lab in solutions/.
+
+For each lab: regenerating the student version gives exactly the committed labs/ notebook;
+autograding the solution scores full marks; the untouched release scores 0; and every seeded
+plausible mistake in tests/lab_mistakes/<lab>.yaml loses points.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from course_lib import grading
+
+REPO = Path(__file__).resolve().parent.parent
+LABS = grading.list_labs(REPO)
+MISTAKES_DIR = REPO / "tests" / "lab_mistakes"
+
+
+def load_mistakes(lab: str) -> list[dict]:
+    path = MISTAKES_DIR / f"{lab}.yaml"
+    if not path.exists():
+        return []
+    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    for e in entries:
+        assert {"name", "cell", "source"} <= set(e), f"{path}: entry needs name, cell, source: {e}"
+    return entries
+
+
+MISTAKES = [(lab, m) for lab in LABS for m in load_mistakes(lab)]
+
+
+def apply_mistake(lab: str, mistake: dict, out: Path) -> Path:
+    """Copy the solution notebook with one solution cell's source replaced by ``mistake``."""
+    nb = nbformat.read(str(grading.lab_source(lab, REPO)), as_version=4)
+    cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == mistake["cell"]]
+    assert len(cells) == 1, f"{lab}: mistake {mistake['name']!r} names cell {mistake['cell']!r}, " \
+                            f"which matches {len(cells)} cells"
+    assert cells[0].metadata["nbgrader"].get("solution"), \
+        f"{lab}: mistake {mistake['name']!r} must replace a solution cell, not {mistake['cell']!r}"
+    cells[0].source = mistake["source"]
+    nbformat.write(nb, str(out))
+    return out
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_lab_has_mistakes(lab):
+    assert len(load_mistakes(lab)) >= 3, f"{lab}: seed at least 3 plausible mistakes in {MISTAKES_DIR}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS)
+def test_release_matches_committed(lab, tmp_path):
+    generated = grading.generate(lab, tmp_path, REPO)
+    committed = REPO / "labs" / lab / f"{lab}.ipynb"
+    assert committed.exists(), f"labs/{lab} missing: run python -m course_lib release {lab}"
+    assert generated.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8"), (
+        f"labs/{lab} is out of date with solutions/{lab}: run python -m course_lib release {lab}")
+    assert sorted(p.name for p in generated.parent.iterdir()) == \
+        sorted(p.name for p in committed.parent.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS)
+def test_solution_scores_full_marks(lab):
+    res = grading.autograde(lab, {"solution": grading.lab_source(lab, REPO)}, REPO)["solution"]
+    assert res.error is None, res.error
+    assert res.max_score > 0
+    lost = {k: v for k, v in res.tests.items() if v[0] < v[1]}
+    assert res.score == res.max_score, f"solution lost points on {lost}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS)
+def test_blank_release_scores_zero(lab):
+    release = REPO / "labs" / lab / f"{lab}.ipynb"
+    res = grading.autograde(lab, {"blank": release}, REPO)["blank"]
+    earned = {k: v for k, v in res.tests.items() if v[0] > 0}
+    assert res.max_score > 0
+    assert res.score == 0, f"the untouched release earned points on {earned}: those tests pass " \
+                           "without any work"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab,mistake", MISTAKES,
+                         ids=[f"{lab}-{m['name']}" for lab, m in MISTAKES])
+def test_seeded_mistake_loses_points(lab, mistake, tmp_path):
+    sub = apply_mistake(lab, mistake, tmp_path / f"{lab}.ipynb")
+    res = grading.autograde(lab, {"mistake": sub}, REPO)["mistake"]
+    assert res.max_score > 0
+    assert res.score < res.max_score, f"mistake {mistake['name']!r} still scored full marks"
