@@ -18,11 +18,19 @@ import io
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# nbgrader's Gradebook runs the `alembic` command found on PATH; when this environment's python
+# is called by its full path (.venv/bin/python) without activating it, that folder is not on
+# PATH. Put it there so grading works however Python was started.
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 __all__ = ["REPO_ROOT", "GradeResult", "list_labs", "lab_source", "release", "generate",
            "autograde", "course_config"]

@@ -16,7 +16,7 @@ def _committed_notebooks() -> list[Path]:
     try:
         out = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=REPO, capture_output=True,
                              text=True, check=True).stdout.split()
-        tracked = [REPO / p for p in out]
+        tracked = [REPO / p for p in out if p.split("/")[0] in ("lessons", "solutions", "labs")]
     except (subprocess.CalledProcessError, FileNotFoundError):
         tracked = []
     on_disk = [p for pat in ("lessons/*.ipynb", "solutions/*/*.ipynb", "labs/*/*.ipynb")

@@ -1,0 +1,120 @@
+"""Red team: cheating and broken submissions against `python -m course_lib grade`.
+
+Every submission in tests/redteam/lab00_pytorch_warmup/ must score no more than the honest
+score of the work it contains (expected.yaml), the robust ones no less; the run must finish;
+a classmate graded earlier keeps their grade; the gradebook is backed up; and no feedback file
+contains hidden-test source.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from course_lib import sandbox
+from course_lib.secure_grading import grade_lab
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = "lab00_pytorch_warmup"
+RED = REPO / "tests" / "redteam" / LAB
+EXPECTED = yaml.safe_load((RED / "expected.yaml").read_text())
+
+pytestmark = pytest.mark.slow
+
+
+def _hidden_lines(lab: str) -> list[str]:
+    """Distinctive source lines from every hidden-test block of the instructor notebook."""
+    nb = nbformat.read(str(REPO / "solutions" / lab / f"{lab}.ipynb"), as_version=4)
+    lines = []
+    for c in nb.cells:
+        if "### BEGIN HIDDEN TESTS" in c.source:
+            block = c.source.split("### BEGIN HIDDEN TESTS", 1)[1].split("### END HIDDEN TESTS")[0]
+            lines += [ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25][:3]
+    assert lines, "lab00 should have hidden tests"
+    return lines
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    course = tmp_path_factory.mktemp("course")
+    shutil.copytree(REPO / "solutions" / LAB, course / "solutions" / LAB)
+    shutil.copytree(REPO / "labs" / LAB, course / "labs" / LAB)
+    # A classmate graded before the red team arrives.
+    carol = course / "submitted" / "carol" / LAB
+    carol.mkdir(parents=True)
+    shutil.copy(REPO / "solutions" / LAB / f"{LAB}.ipynb", carol / f"{LAB}.ipynb")
+    limits = {"call_timeout_s": 20.0, "memory_gb": 3.0, "cpu_seconds": 300}
+    before = {r.student: r.score for r in grade_lab(LAB, workers=2, course_root=course,
+                                                     limits=limits, progress=False,
+                                                     print_fn=lambda *a: None)}
+    red = course / "redteam"
+    for nb in sorted(RED.glob("*.ipynb")):
+        dest = red / nb.stem / LAB
+        dest.mkdir(parents=True)
+        shutil.copy(nb, dest / f"{LAB}.ipynb")
+    log = []
+    results = grade_lab(LAB, red, workers=2, course_root=course, limits=limits, progress=False,
+                        print_fn=log.append)
+    return course, before, {r.student: r for r in results}, log
+
+
+def test_every_red_team_submission_is_graded(graded):
+    _, _, results, _ = graded
+    assert set(results) == set(EXPECTED), set(EXPECTED) ^ set(results)
+    assert len(results) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_score_bounded_by_honest_work(graded, name):
+    _, _, results, _ = graded
+    r, exp = results[name], EXPECTED[name]
+    detail = {g: t["reason"] for g, t in r.tests.items() if not t["passed"]}
+    assert r.score <= exp["max_score"], f"{name} ({exp['attack']}) scored {r.score} > {exp['max_score']}: {detail}"
+    if "min_score" in exp:
+        assert r.score >= exp["min_score"], f"{name} lost honest points: {r.score} < {exp['min_score']}: {detail}; {r.notes}"
+
+
+def test_gradebook_and_classmate_untouched(graded):
+    from nbgrader.api import Gradebook
+
+    course, before, results, _ = graded
+    assert before == {"carol": 14.0}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        assert gb.find_submission(LAB, "carol").score == 14.0
+        for name, r in results.items():
+            assert gb.find_submission(LAB, name).score == r.score, name
+    assert list(course.glob("gradebook.db.bak-*")), "the gradebook was not backed up"
+
+
+def test_no_feedback_leaks_hidden_tests(graded):
+    course, _, results, _ = graded
+    hidden = _hidden_lines(LAB)
+    files = list((course / "feedback").rglob("*.html"))
+    assert len(files) == len(results) + 1
+    for f in files:
+        text = f.read_text(errors="replace")
+        for line in hidden:
+            assert line not in text, f"{f} contains hidden test source: {line!r}"
+
+
+def test_sandbox_had_no_network(graded):
+    course, _, _, _ = graded
+    nb = nbformat.read(str(course / "autograded" / "uses_the_network" / LAB / f"{LAB}.ipynb"), as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "no network:" in printed and "NETWORK OK" not in printed
+
+
+def test_csv_export(graded):
+    course, _, results, _ = graded
+    rows = (course / "grades" / f"{LAB}.csv").read_text().splitlines()
+    assert rows[0].startswith("student,lab,score,max_score")
+    assert len(rows) == len(results) + 1
+
+
+def test_isolation_level_is_reported(graded):
+    _, _, _, log = graded
+    if sandbox.isolation_level() != "namespaces":
+        assert any("WARNING: OS-level isolation is unavailable" in line for line in log)
