@@ -32,6 +32,36 @@ _BIN = str(Path(sys.executable).parent)
 if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
+def _fast_alembic_version() -> None:
+    """nbgrader's Gradebook asks for the database schema's head revision on every open by
+    running the ``alembic heads`` command in a subprocess (1-2 s each, far more on a busy
+    machine). Read the same revision once, in-process, from nbgrader's own migration scripts."""
+    import functools
+
+    import nbgrader.api as nb_api
+
+    if getattr(nb_api.get_alembic_version, "_olm_fast", False):
+        return
+    original = nb_api.get_alembic_version
+
+    @functools.lru_cache(maxsize=1)
+    def head() -> str:
+        try:
+            from alembic.config import Config as AlembicConfig
+            from alembic.script import ScriptDirectory
+
+            import nbgrader.alembic as migrations
+
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+            return ScriptDirectory.from_config(cfg).get_current_head()
+        except Exception:  # noqa: BLE001 - fall back to nbgrader's own way
+            return original()
+
+    head._olm_fast = True
+    nb_api.get_alembic_version = head
+
+
 __all__ = ["REPO_ROOT", "GradeResult", "list_labs", "lab_source", "release", "generate",
            "autograde", "course_config"]
 
@@ -94,6 +124,7 @@ def _quiet_nbgrader():
 
 
 def _api(root: Path):
+    _fast_alembic_version()
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
@@ -200,6 +231,7 @@ def autograde(lab: str, submissions: dict[str, str | os.PathLike], root: Path = 
 
 
 def _read_grade(course: Path, lab: str, student: str, error: str | None) -> GradeResult:
+    _fast_alembic_version()
     from nbgrader.api import Gradebook, MissingEntry
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:

@@ -130,6 +130,9 @@ def _defined_names(source: str) -> tuple[list[str], list[str]]:
 
 def _sanitize(nb, lab: str, student: str, db_url: str, config):
     """nbgrader's own sanitising steps, reading (never writing) the gradebook."""
+    from .grading import _fast_alembic_version
+
+    _fast_alembic_version()
     from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,
                                         OverwriteCells, OverwriteKernelspec)
 
@@ -364,8 +367,9 @@ def _record(lab: str, results: list[SubmissionResult], course: Path, submissions
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    from .grading import course_config
+    from .grading import _fast_alembic_version, course_config
 
+    _fast_alembic_version()
     stage_rel = Path(".olm-grading") / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     stage = course / stage_rel
     for r in results:
@@ -397,18 +401,35 @@ def _record(lab: str, results: list[SubmissionResult], course: Path, submissions
     api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
     errors = {}
     try:
-        for r in results:
-            res = api.autograde(lab, r.student, force=True, create=True)
-            if not res.get("success"):
-                errors[r.student] = res.get("error") or res.get("log")
-                continue
-            fb = api.generate_feedback(lab, r.student, force=True)
+        # One nbgrader run for the whole class (its app start-up and gradebook checks are slow).
+        res = api.autograde(lab, "*", force=True, create=True)
+        if res.get("success"):
+            fb = api.generate_feedback(lab, "*", force=True)
             if not fb.get("success"):
-                errors[r.student] = "feedback: " + str(fb.get("error"))[:300]
+                errors["*"] = "feedback: " + str(fb.get("error"))[:300]
+        else:  # fall back to one student at a time so one bad entry cannot sink the class
+            for r in results:
+                one = api.autograde(lab, r.student, force=True, create=True)
+                if not one.get("success"):
+                    errors[r.student] = one.get("error") or one.get("log")
+                else:
+                    api.generate_feedback(lab, r.student, force=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         with contextlib.suppress(OSError):
             stage.parent.rmdir()
+    # Check every student landed in the gradebook with the verdict decided above.
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(cfg.CourseDirectory.db_url) as gb:
+        for r in results:
+            try:
+                got = gb.find_submission(lab, r.student).score
+                if abs(got - r.score) > 1e-9:
+                    errors[r.student] = f"gradebook has {got}, verifier decided {r.score}"
+            except MissingEntry:
+                errors[r.student] = errors.get("*", "not recorded")
+    errors.pop("*", None)
     return errors
 
 
@@ -421,8 +442,9 @@ def _ensure_assignment(lab: str, course: Path) -> None:
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    from .grading import course_config
+    from .grading import _fast_alembic_version, course_config
 
+    _fast_alembic_version()
     db_url = course_config(course).CourseDirectory.db_url
     with Gradebook(db_url) as gb:
         try:

@@ -6,6 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 start=$(date +%s)
 bash scripts/setup.sh || exit 1
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+# Two test workers share two cores: one math thread each, or they oversubscribe and crawl.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 workers=${TEST_WORKERS:-2}
 .venv/bin/python -m pytest -n "$workers" --dist worksteal -p no:cacheprovider -q -ra "$@"
 status=$?

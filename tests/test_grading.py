@@ -49,3 +49,15 @@ def test_config_is_rerooted_and_keeps_course_settings(tmp_path):
 def test_grade_result_fraction():
     assert grading.GradeResult(3, 4).fraction == 0.75
     assert grading.GradeResult(0, 0).fraction == 0.0
+
+
+def test_fast_alembic_head_matches_nbgrader():
+    import subprocess
+
+    import nbgrader.api as nb_api
+
+    grading._fast_alembic_version()
+    fast = nb_api.get_alembic_version()
+    with nb_api._temp_alembic_ini("sqlite:////tmp/gradebook.db") as ini:
+        out = subprocess.check_output(["alembic", "-c", ini, "heads"]).decode()
+    assert fast == out.split("\n")[0].split(" ")[0]
