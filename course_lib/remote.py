@@ -25,13 +25,18 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Remote", "StudentCodeError", "RemoteSession", "KERNEL_RUNTIME"]
+__all__ = ["Remote", "StudentCodeError", "Unsendable", "RemoteSession", "KERNEL_RUNTIME"]
 
 MAX_PAYLOAD_BYTES = 256 * 2**20
 
 
 class StudentCodeError(Exception):
     """Student code raised, timed out, or its kernel died during a remote call."""
+
+
+class Unsendable(TypeError):
+    """A test tried to hand student code something that is not plain data (a function, a
+    model...). The grader then runs that test inside the sandbox instead."""
 
 
 # Executed once in the sandbox kernel. Student code can overwrite any of it; that can only
@@ -71,11 +76,14 @@ def __olm_setup():
             return {"__olm_size__": [int(v) for v in x]}
         if isinstance(x, (_torch.dtype, _torch.device)):
             return {"__olm_repr__": str(x)}
-        if type(x) in (list, tuple):
-            items = [encode(v, depth + 1) for v in x]
-            return items if type(x) is list else {"__olm_tuple__": items}
-        if type(x) is dict and all(type(k) in (str, int, float, bool) for k in x):
-            return {"__olm_dict__": [[k, encode(v, depth + 1)] for k, v in x.items()]}
+        if isinstance(x, (list, tuple)):
+            items = [encode(v, depth + 1) for v in list(x)]
+            return items if isinstance(x, list) else {"__olm_tuple__": items}
+        if isinstance(x, dict):
+            return {"__olm_dict__": [[encode(k, depth + 1), encode(v, depth + 1)]
+                                     for k, v in list(dict.items(x))]}
+        if isinstance(x, (set, frozenset)):
+            return {"__olm_set__": [encode(v, depth + 1) for v in list(x)]}
         hid = next(counter)
         handles[hid] = x
         return {"__olm_handle__": hid, "type": type(x).__name__}
@@ -89,7 +97,9 @@ def __olm_setup():
             if "__olm_tuple__" in x:
                 return tuple(decode(v) for v in x["__olm_tuple__"])
             if "__olm_dict__" in x:
-                return {k: decode(v) for k, v in x["__olm_dict__"]}
+                return {decode(k): decode(v) for k, v in x["__olm_dict__"]}
+            if "__olm_set__" in x:
+                return set(decode(v) for v in x["__olm_set__"])
             if "__olm_slice__" in x:
                 return slice(*[decode(v) for v in x["__olm_slice__"]])
             if "__olm_ellipsis__" in x:
@@ -202,8 +212,10 @@ def _encode(x, depth: int = 0):
     if isinstance(x, tuple):
         return {"__olm_tuple__": [_encode(v, depth + 1) for v in x]}
     if isinstance(x, dict):
-        return {"__olm_dict__": [[k, _encode(v, depth + 1)] for k, v in x.items()]}
-    raise TypeError(f"cannot send a {type(x).__name__} to student code in the sandbox; "
+        return {"__olm_dict__": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in x.items()]}
+    if isinstance(x, (set, frozenset)):
+        return {"__olm_set__": [_encode(v, depth + 1) for v in x]}
+    raise Unsendable(f"cannot send a {type(x).__name__} to student code in the sandbox; "
                     "tests must pass plain data (tensors, arrays, numbers, strings, containers)")
 
 
@@ -272,7 +284,15 @@ class RemoteSession:
             if "__olm_tuple__" in x:
                 return tuple(self.decode(v) for v in x["__olm_tuple__"])
             if "__olm_dict__" in x:
-                return {k: self.decode(v) for k, v in x["__olm_dict__"]}
+                out = {}
+                for k, v in x["__olm_dict__"]:
+                    key = self.decode(k)
+                    if isinstance(key, (list, dict, set, Remote)):
+                        raise StudentCodeError("unhashable dict key from student code")
+                    out[key] = self.decode(v)
+                return out
+            if "__olm_set__" in x:
+                return {self.decode(v) for v in x["__olm_set__"]}
             if "__olm_size__" in x:
                 return torch.Size([int(v) for v in x["__olm_size__"]])
             if "__olm_repr__" in x:
