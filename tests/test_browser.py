@@ -155,25 +155,32 @@ def _wait_kernel_idle(page, timeout_s: float):
         }""", timeout=timeout_s * 1000)
 
 
-def _wait_run_finished(page, timeout_s: float, quiet_s: float = 3.0):
-    """Wait until the kernel has been idle for ``quiet_s`` seconds in a row (Run All queues
-    every cell in the kernel at once, so it stays busy until the last one finishes)."""
+def _wait_run_finished(page, timeout_s: float, cells: list[int] | None = None, quiet_s: float = 2.0):
+    """Wait until every code cell in ``cells`` (default: all) has run, or one shows an error
+    (Run All stops there), and the kernel has then been idle for ``quiet_s`` seconds."""
     deadline, idle_since = time.time() + timeout_s, None
-    time.sleep(1)
     while time.time() < deadline:
-        status = page.evaluate("""() => {
+        state = page.evaluate("""(wanted) => {
             const w = window.jupyterapp.shell.currentWidget;
             const k = w && w.sessionContext.session && w.sessionContext.session.kernel;
-            return k ? k.status : 'none';
-        }""")
-        if status == "idle":
+            const cells = w.content.model.cells;
+            let pending = 0, error = false;
+            for (let i = 0; i < cells.length; i++) {
+                const c = cells.get(i);
+                if (c.type !== 'code' || (wanted && !wanted.includes(i))) continue;
+                if (c.executionCount === null) pending++;
+                if (c.outputs.toJSON().some(o => o.output_type === 'error')) error = true;
+            }
+            return {status: k ? k.status : 'none', pending, error};
+        }""", cells)
+        if state["status"] == "idle" and (state["pending"] == 0 or state["error"]):
             idle_since = idle_since or time.time()
             if time.time() - idle_since >= quiet_s:
                 return
         else:
             idle_since = None
         time.sleep(0.5)
-    raise AssertionError(f"the notebook was still running after {timeout_s} s")
+    raise AssertionError(f"the notebook was still running after {timeout_s} s: {state}")
 
 
 def _outputs(page) -> dict:
@@ -205,7 +212,12 @@ def _select_cell(page, index: int):
         nb.activeCellIndex = i; nb.mode = 'command';
         await nb.scrollToItem(i, 'center');
     }""", index)
-    page.wait_for_timeout(500)
+    # Cells far from the viewport are rendered lazily: wait for this one's editor to exist.
+    page.wait_for_function("""(i) => {
+        const w = window.jupyterapp.shell.currentWidget.content.widgets[i];
+        return w && w.node.isConnected && w.node.querySelector('.cm-content') !== null;
+    }""", arg=index, timeout=30_000)
+    page.wait_for_timeout(300)
     return page.evaluate_handle("i => window.jupyterapp.shell.currentWidget.content.widgets[i].node", index)
 
 
@@ -307,10 +319,10 @@ def test_learner_runs_lesson_00_and_solves_a_lab_cell(browser, course_copy, tmp_
         page.keyboard.press("Escape")
         _select_cell(page, test_index)
         _menu(page, "Run", "notebook:run-all-above")   # setup cells and the answer
-        _wait_run_finished(page, timeout_s=180)
+        _wait_run_finished(page, timeout_s=180, cells=list(range(test_index)))
         _select_cell(page, test_index)
         _menu(page, "Run", "notebook:run-cell")         # the locked test cell itself
-        _wait_run_finished(page, timeout_s=180)
+        _wait_run_finished(page, timeout_s=180, cells=[test_index])
         result = page.evaluate("""(i) => {
             const c = window.jupyterapp.shell.currentWidget.content.model.cells.get(i);
             return {count: c.executionCount, outputs: c.outputs.toJSON()};
