@@ -249,12 +249,7 @@ class SandboxKernel:
                 self.client.stop_channels()
             except Exception:  # noqa: BLE001
                 pass
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=30)
+        self.stop_process()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self):
@@ -346,6 +341,7 @@ class SandboxKernel:
         raise KernelDied(f"timed out after {timeout:.0f} s and did not stop when interrupted")
 
     def stop_process(self) -> None:
+        """Kill the kernel's whole process group (unshare, the kernel and anything it started)."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
