@@ -24,7 +24,6 @@ import argparse
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,37 +34,16 @@ from course_lib.tokenization import (  # noqa: E402
     GPT4_SPLIT_PATTERN,
     BPETokenizer,
     count_pretokens,
-    merge_pair,
     train_hf_bpe,
     train_merges,
+    train_merges_recount,
 )
 
 
 def naive_train(text: str, num_merges: int) -> list[tuple[int, int]]:
-    """Recount-every-merge BPE: after each merge, count every pair of every distinct word again.
-
-    Same pre-tokenization and tie-breaking as course_lib (so the merges must be identical); the
-    only difference is that course_lib updates counts incrementally.
-    """
-    words = {tuple(w): c for w, c in count_pretokens(text).items()}
-    merges = []
-    for k in range(num_merges):
-        counts: Counter = Counter()
-        for w, c in words.items():
-            for p in zip(w, w[1:]):
-                counts[p] += c
-        if not counts:
-            break
-        pair = min(counts, key=lambda p: (-counts[p], p))
-        merges.append(pair)
-        a, b = pair
-        new_words = {}
-        for w, c in words.items():
-            if a in w:  # cheap filter; merge_pair is exact
-                w = tuple(merge_pair(list(w), pair, 256 + k))
-            new_words[w] = new_words.get(w, 0) + c
-        words = new_words
-    return merges
+    """Recount-every-merge BPE (course_lib's reference trainer) on ``text``: same
+    pre-tokenization and tie-breaking, only the counting differs."""
+    return train_merges_recount(count_pretokens(text), num_merges)
 
 
 def timed(fn, *args, **kwargs):

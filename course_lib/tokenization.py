@@ -42,6 +42,7 @@ from pathlib import Path
 import regex
 
 __all__ = [
+    "train_merges_recount",
     "GPT2_SPLIT_PATTERN",
     "GPT4_SPLIT_PATTERN",
     "BPETokenizer",
@@ -136,6 +137,33 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
             out.append(ids[i])
             i += 1
     return out
+
+
+def train_merges_recount(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[int, int]]:
+    """Reference BPE trainer that recounts every pair of every distinct word after each merge.
+
+    Same tie-breaking as :func:`train_merges` (highest count, then smallest pair), so both
+    return identical merges; this one is O(merges x corpus) and exists as the slow, obviously
+    correct baseline that tests and ``benchmarks/bpe.py`` compare against.
+    """
+    words = {tuple(w): c for w, c in word_counts.items()}
+    merges: list[tuple[int, int]] = []
+    for k in range(num_merges):
+        counts: Counter = Counter()
+        for w, c in words.items():
+            for p in zip(w, w[1:]):
+                counts[p] += c
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        new_words: Counter = Counter()
+        for w, c in words.items():
+            if pair[0] in w:  # cheap filter; merge_pair is exact
+                w = tuple(merge_pair(list(w), pair, 256 + k))
+            new_words[w] += c
+        words = new_words
+    return merges
 
 
 def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool = False

@@ -8,10 +8,10 @@ from course_lib.tokenization import (
     GPT4_SPLIT_PATTERN,
     BPETokenizer,
     count_pretokens,
-    merge_pair,
     pretokenize,
     train_hf_bpe,
     train_merges,
+    train_merges_recount,
 )
 
 HARD_STRINGS = [
@@ -28,24 +28,7 @@ HARD_STRINGS = [
 ]
 
 
-def naive_merges(word_counts, num_merges):
-    """Recount-every-merge BPE with the documented tie-breaking (the reference)."""
-    words = {tuple(w): c for w, c in word_counts.items()}
-    merges = []
-    for k in range(num_merges):
-        counts = Counter()
-        for w, c in words.items():
-            for p in zip(w, w[1:]):
-                counts[p] += c
-        if not counts:
-            break
-        pair = min(counts, key=lambda p: (-counts[p], p))
-        merges.append(pair)
-        new = Counter()
-        for w, c in words.items():
-            new[tuple(merge_pair(list(w), pair, 256 + k))] += c
-        words = new
-    return merges
+naive_merges = train_merges_recount  # the reference: recount every pair after each merge
 
 
 @pytest.fixture(scope="module")
