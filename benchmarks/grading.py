@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from course_lib import grading  # noqa: E402
-from course_lib.secure_grading import grade_lab  # noqa: E402
+from course_lib.secure_grading import ensure_assignment, grade_lab  # noqa: E402
 from test_labs import apply_mistake, load_mistakes  # noqa: E402
 
 
@@ -76,6 +76,9 @@ def main() -> int:
         serial_root, parallel_root = course(args.lab, args.submissions, Path(a)), course(args.lab, args.submissions, Path(b))
         students = sorted(p.name for p in (serial_root / "submitted").iterdir())
         serial_s = float("nan") if args.skip_serial else serial_nbgrader(args.lab, serial_root, students)
+        # Like the serial run (generate_assignment before its clock starts), the parallel course
+        # starts with the assignment in its gradebook, as after `course_lib release`.
+        ensure_assignment(args.lab, parallel_root)
         t0 = time.perf_counter()
         results = grade_lab(args.lab, workers=args.workers, course_root=parallel_root, progress=True,
                             print_fn=lambda *x: None)

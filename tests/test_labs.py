@@ -91,3 +91,42 @@ def test_seeded_mistake_loses_points(lab, mistake, tmp_path):
     res = grading.autograde(lab, {"mistake": sub}, REPO)["mistake"]
     assert res.max_score > 0
     assert res.score < res.max_score, f"mistake {mistake['name']!r} still scored full marks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS)
+def test_course_lib_grade_agrees(lab, tmp_path):
+    """The sandboxed grader (`python -m course_lib grade`) scores every lab like nbgrader does:
+    the solution full marks, the blank release 0, and a seeded mistake below full marks (one per
+    lab to keep the suite short: nbgrader's round trip above checks all of them, and the red
+    team checks lab00 under `course_lib grade` in depth)."""
+    import shutil
+
+    from course_lib.secure_grading import grade_lab
+
+    course = tmp_path / "course"
+    shutil.copytree(REPO / "solutions" / lab, course / "solutions" / lab)
+    shutil.copytree(REPO / "labs" / lab, course / "labs" / lab)
+    subs = {"solution": grading.lab_source(lab, REPO), "blank": REPO / "labs" / lab / f"{lab}.ipynb"}
+    # lab02's verifier re-runs the given training loop through remote calls (~35 s per graded
+    # notebook): its mistakes are covered by nbgrader's round trip only
+    for m in load_mistakes(lab)[:0 if lab == "lab02_gpt" else 1]:
+        subs[f"mistake-{m['name']}"[:60]] = apply_mistake(lab, m, tmp_path / f"{m['name']}.ipynb")
+    for student, src in subs.items():
+        dest = course / "submitted" / student / lab
+        dest.mkdir(parents=True)
+        shutil.copy(src, dest / f"{lab}.ipynb")
+    results = {r.student: r for r in grade_lab(lab, workers=2, course_root=course, progress=False,
+                                               print_fn=lambda *a: None)}
+    assert set(results) == set(subs)
+
+    def lost(r):
+        return {g: t["reason"][:200] for g, t in r.tests.items() if not t["passed"]}
+
+    sol = results["solution"]
+    assert sol.max_score > 0 and sol.score == sol.max_score, f"solution lost points: {lost(sol)}; {sol.notes}"
+    earned = {g: t["points"] for g, t in results["blank"].tests.items() if t["points"] > 0}
+    assert results["blank"].score == 0, f"the blank release earned points on {earned}"
+    for student, r in results.items():
+        if student.startswith("mistake-"):
+            assert r.score < r.max_score, f"{student} scored full marks under course_lib grade"
