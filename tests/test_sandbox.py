@@ -165,3 +165,19 @@ def test_remote_calls_keep_types_and_honour_test_time_limits(zygote):
             signal.signal(signal.SIGALRM, previous)
         assert time.time() - t0 < 10
         assert picky(3) == 6  # the interrupted call did not leave the kernel busy
+
+
+def test_zygote_without_namespaces(tmp_path):
+    """Where OS isolation is unavailable (not root, macOS) the zygote still forks limited
+    kernels that can be interrupted and killed."""
+    z = Zygote(tmp_path, isolate=False).start()
+    try:
+        with SandboxKernel(tmp_path, SandboxLimits(call_timeout_s=3), zygote=z) as k:
+            assert not k.isolate
+            r = k.execute("import os; print(os.getcwd())")
+            assert r["outputs"][0]["text"].strip() == str(k.workdir)
+            assert k.execute("while True:\n    pass")["ename"] == "TimeoutError"
+            with pytest.raises(KernelDied):
+                k.execute("import os; os._exit(0)")
+    finally:
+        z.close()
