@@ -199,7 +199,18 @@ class _Sandbox:
             zygote = shared_zygote(self.course_root, self.keep)
         except (KernelDied, OSError) as e:
             self.notes.append(f"no warm zygote ({str(e)[:200]}); started a cold kernel")
-        self.kernel = SandboxKernel(self.course_root, self.limits, keep=self.keep, zygote=zygote).start()
+        kernel = None
+        try:
+            kernel = SandboxKernel(self.course_root, self.limits, keep=self.keep, zygote=zygote)
+            self.kernel = kernel.start()
+        except KernelDied as e:  # before any student code ran: a cold kernel is a safe retry
+            if kernel is not None:
+                kernel.stop()
+            if zygote is None:
+                raise
+            self.notes.append(f"the warm zygote could not fork a kernel ({str(e)[:200]}); "
+                              "started a cold kernel")
+            self.kernel = SandboxKernel(self.course_root, self.limits, keep=self.keep).start()
         self.session = RemoteSession(self.kernel, self.limits.call_timeout_s)
         self.session.install()
 

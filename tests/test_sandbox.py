@@ -181,3 +181,25 @@ def test_zygote_without_namespaces(tmp_path):
                 k.execute("import os; os._exit(0)")
     finally:
         z.close()
+
+
+def test_grader_falls_back_to_a_cold_kernel(tmp_path, monkeypatch):
+    """If the zygote cannot fork a kernel, the submission is still graded (in a cold kernel)."""
+    from course_lib import sandbox, secure_grading
+
+    real = sandbox.Zygote.request
+
+    def spawn_fails(self, req, timeout=60.0):
+        if req.get("op") == "spawn":
+            raise KernelDied("simulated fork failure")
+        return real(self, req, timeout)
+
+    monkeypatch.setattr(sandbox.Zygote, "request", spawn_fails)
+    sb = secure_grading._Sandbox(tmp_path, SandboxLimits(call_timeout_s=30), keep=[])
+    sb.start()
+    try:
+        assert sb.kernel.zygote is None
+        assert any("started a cold kernel" in n for n in sb.notes), sb.notes
+        assert sb.kernel.execute("x = 1")["status"] == "ok"
+    finally:
+        sb.stop()
