@@ -106,24 +106,34 @@ def embed_texts(model, tokenizer, texts, max_length: int = 64, batch_size: int =
     -------
     np.ndarray, shape (N, hidden) float32 (hidden = 384 for MiniLM)
     """
-    import torch
-    from tqdm.auto import tqdm
-
     texts = _check_texts(texts)
     _check_max_length(max_length)
     encoder = getattr(model, "base_model", model)
     encoder.eval()
+
+    def mean_pool(enc):
+        hidden = encoder(**enc).last_hidden_state                   # (B, T, H)
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        # Average over real tokens only: padding must not dilute short reviews.
+        return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+
+    return _map_batches(mean_pool, tokenizer, texts, max_length, batch_size, progress,
+                        "embedding").astype(np.float32)
+
+
+def _map_batches(fn, tokenizer, texts, max_length, batch_size, progress, desc):
+    """``fn(encoded batch) -> np.ndarray`` over ``texts`` in tokenized batches (no grad, tqdm),
+    concatenated along the first axis."""
+    import torch
+    from tqdm.auto import tqdm
+
     out = []
     with torch.no_grad():
-        for i in tqdm(range(0, len(texts), batch_size), desc="embedding", disable=not progress,
-                      leave=False):
+        for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
             enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
                             max_length=max_length, return_tensors="pt")
-            hidden = encoder(**enc).last_hidden_state                   # (B, T, H)
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            # Average over real tokens only: padding must not dilute short reviews.
-            out.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
-    return np.concatenate(out).astype(np.float32)
+            out.append(fn(enc))
+    return np.concatenate(out)
 
 
 def train_linear_probe(features, labels, C: float = 1.0, seed: int = 0):
@@ -181,19 +191,12 @@ def predict_proba(model, tokenizer, texts, max_length: int = 64, batch_size: int
     np.ndarray (N, num_labels) float64, rows sum to 1 (column 1 = P(fresh)).
     """
     import torch
-    from tqdm.auto import tqdm
 
     texts = _check_texts(texts)
     _check_max_length(max_length)
     model.eval()
-    out = []
-    with torch.no_grad():
-        for i in tqdm(range(0, len(texts), batch_size), desc="predicting", disable=not progress,
-                      leave=False):
-            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
-            out.append(torch.softmax(model(**enc).logits.double(), dim=-1).numpy())
-    return np.concatenate(out)
+    return _map_batches(lambda enc: torch.softmax(model(**enc).logits.double(), dim=-1).numpy(),
+                        tokenizer, texts, max_length, batch_size, progress, "predicting")
 
 
 def fine_tune(model, tokenizer, train_texts, train_labels, val_texts=None, val_labels=None,

@@ -259,28 +259,28 @@ def _order_from_scores(scores, n_players):
     return np.argsort(-scores, kind="stable")
 
 
+def _perturbation_curve(value_fn, scores, n_players, remove: bool) -> np.ndarray:
+    """v at each step of removing (``remove``) or adding the players, best-scored first (n + 1,)."""
+    n = len(np.asarray(scores).reshape(-1)) if n_players is None else n_players
+    order = _order_from_scores(scores, n)
+    masks = np.full((n + 1, n), remove, dtype=bool)
+    for k in range(1, n + 1):
+        masks[k:, order[k - 1]] = not remove
+    return np.asarray(value_fn(masks), dtype=np.float64).reshape(-1)
+
+
 def deletion_curve(value_fn, scores, n_players: int | None = None) -> np.ndarray:
     """Model score as the players are removed, most important (highest score) first.
 
     Returns an array (n + 1,): entry k is v(all players minus the top-k). A faithful
     explanation makes it fall fast (for the explained class); a random order falls slowly.
     """
-    n = len(np.asarray(scores).reshape(-1)) if n_players is None else n_players
-    order = _order_from_scores(scores, n)
-    masks = np.ones((n + 1, n), dtype=bool)
-    for k in range(1, n + 1):
-        masks[k:, order[k - 1]] = False
-    return np.asarray(value_fn(masks), dtype=np.float64).reshape(-1)
+    return _perturbation_curve(value_fn, scores, n_players, remove=True)
 
 
 def insertion_curve(value_fn, scores, n_players: int | None = None) -> np.ndarray:
     """Model score as players are added to the empty input, most important first (n + 1,)."""
-    n = len(np.asarray(scores).reshape(-1)) if n_players is None else n_players
-    order = _order_from_scores(scores, n)
-    masks = np.zeros((n + 1, n), dtype=bool)
-    for k in range(1, n + 1):
-        masks[k:, order[k - 1]] = True
-    return np.asarray(value_fn(masks), dtype=np.float64).reshape(-1)
+    return _perturbation_curve(value_fn, scores, n_players, remove=False)
 
 
 def aopc(curve) -> float:
