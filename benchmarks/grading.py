@@ -18,11 +18,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from course_lib import grading  # noqa: E402
-from course_lib.secure_grading import ensure_assignment, grade_lab  # noqa: E402
-from test_labs import apply_mistake, load_mistakes  # noqa: E402
+from course_lib.grading import ensure_assignment, grade_lab  # noqa: E402
+from course_lib.grading.mistakes import apply_mistake, load_mistakes  # noqa: E402
 
 
 def make_class(lab: str, n: int, folder: Path) -> list[str]:

@@ -13,6 +13,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .grading.limits import SandboxLimits
+
+    defaults = SandboxLimits.field_defaults()
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     gr.add_argument("--student", help="grade only this student")
     gr.add_argument("--course", help="nbgrader course folder (default: this repository)")
     gr.add_argument("--csv", help="where to export grades (default: <course>/grades/<lab>.csv)")
-    gr.add_argument("--memory-gb", type=float, default=4.0, help="memory limit per submission")
-    gr.add_argument("--cell-timeout", type=float, default=120.0, help="seconds per cell or call")
-    gr.add_argument("--cpu-seconds", type=int, default=900, help="CPU seconds per submission")
+    gr.add_argument("--memory-gb", type=float, default=defaults["memory_gb"],
+                    help="memory limit per submission (default: %(default)s)")
+    gr.add_argument("--cell-timeout", type=float, default=defaults["call_timeout_s"],
+                    help="seconds per cell or call (default: %(default)s)")
+    gr.add_argument("--cpu-seconds", type=int, default=defaults["cpu_seconds"],
+                    help="CPU seconds per submission (default: %(default)s)")
+    gr.add_argument("--submission-timeout", type=float, default=defaults["submission_timeout_s"],
+                    help="wall seconds per submission, all cells together (default: %(default)s)")
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
@@ -44,14 +52,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(list_labs()))
         return 0
     if args.command == "grade":
-        from .grading import REPO_ROOT
-        from .secure_grading import grade_lab
+        from .grading import REPO_ROOT, grade_lab
 
-        results = grade_lab(args.lab, args.submissions, workers=args.workers, student=args.student,
-                            course_root=args.course or REPO_ROOT, csv_path=args.csv,
-                            limits={"memory_gb": args.memory_gb, "call_timeout_s": args.cell_timeout,
-                                    "cpu_seconds": args.cpu_seconds})
-        return 0 if results else 1
+        try:
+            results = grade_lab(args.lab, args.submissions, workers=args.workers,
+                                student=args.student, course_root=args.course or REPO_ROOT,
+                                csv_path=args.csv,
+                                limits={"memory_gb": args.memory_gb,
+                                        "call_timeout_s": args.cell_timeout,
+                                        "cpu_seconds": args.cpu_seconds,
+                                        "submission_timeout_s": args.submission_timeout})
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(str(e))
+        # exit 1 when something could not be graded: a script or service must notice
+        return 0 if results and all(r.graded for r in results) else 1
     if args.command == "release":
         from .grading import list_labs, release
 

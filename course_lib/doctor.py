@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .resources import RESOURCES, MissingResourceError, ChecksumError, package_file
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT
 
 
 @dataclass

@@ -150,7 +150,8 @@ def cache_dir(*parts: str) -> Path:
 
     Only things the course derives itself live here (e.g. SmolLM2 weights dequantized once).
     """
-    root = Path(os.environ.get("OPEN_LLM_LAB_CACHE", Path.home() / ".cache" / "open-llm-lab"))
-    path = root.joinpath(*parts)
+    from .paths import cache_root
+
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

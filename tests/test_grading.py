@@ -32,6 +32,8 @@ def test_autograde_rejects_bad_submissions(tmp_path):
     nb = tmp_path / "x.ipynb"
     nb.write_text("{}")
     with pytest.raises(ValueError, match="student id"):
+        grading.autograde("lab00_pytorch_warmup", {"../carol": nb}, REPO)
+    with pytest.raises(ValueError, match="student id"):
         grading.autograde("lab00_pytorch_warmup", {"bad id!": nb}, REPO)
 
 
@@ -47,8 +49,13 @@ def test_config_is_rerooted_and_keeps_course_settings(tmp_path):
 
 
 def test_grade_result_fraction():
-    assert grading.GradeResult(3, 4).fraction == 0.75
-    assert grading.GradeResult(0, 0).fraction == 0.0
+    def test(points, top):
+        return {"points": points, "max": top, "passed": points >= top, "reason": ""}
+
+    r = grading.GradeResult("a", {"t1": test(3.0, 3.0), "t2": test(0.0, 1.0)})
+    assert (r.score, r.max_score, r.fraction) == (3.0, 4.0, 0.75)
+    assert r.failed() == {"t2": ""}
+    assert grading.GradeResult("b").fraction == 0.0
 
 
 def test_fast_alembic_head_matches_nbgrader():
@@ -56,7 +63,9 @@ def test_fast_alembic_head_matches_nbgrader():
 
     import nbgrader.api as nb_api
 
-    grading._fast_alembic_version()
+    from course_lib.grading.course import _fast_alembic_version
+
+    _fast_alembic_version()
     fast = nb_api.get_alembic_version()
     with nb_api._temp_alembic_ini("sqlite:////tmp/gradebook.db") as ini:
         out = subprocess.check_output(["alembic", "-c", ini, "heads"]).decode()

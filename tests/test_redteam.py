@@ -14,8 +14,7 @@ import nbformat
 import pytest
 import yaml
 
-from course_lib import sandbox
-from course_lib.secure_grading import grade_lab
+from course_lib.grading import grade_lab, sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = "lab00_pytorch_warmup"
@@ -107,11 +106,20 @@ def test_sandbox_had_no_network(graded):
     assert "no network:" in printed and "NETWORK OK" not in printed
 
 
-def test_csv_export(graded):
+def test_csv_export_lists_the_whole_class(graded):
+    """The export merges with the gradebook: the red team's run still lists carol (graded in
+    an earlier run) with her grade, and every red-team submission with this run's verdict."""
+    import csv
+
     course, _, results, _ = graded
-    rows = (course / "grades" / f"{LAB}.csv").read_text().splitlines()
-    assert rows[0].startswith("student,lab,score,max_score")
-    assert len(rows) == len(results) + 1
+    with open(course / "grades" / f"{LAB}.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    by_student = {r["student"]: r for r in rows}
+    assert set(by_student) == set(results) | {"carol"}
+    assert by_student["carol"]["score"] == "14"
+    for name, r in results.items():
+        assert float(by_student[name]["score"]) == r.score, name
+        assert by_student[name]["status"] == "graded", by_student[name]
 
 
 def test_isolation_level_is_reported(graded):

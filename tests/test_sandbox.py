@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.sandbox import KernelDied, SandboxKernel, SandboxLimits, Zygote, isolation_level
+from course_lib.grading.sandbox import KernelDied, SandboxKernel, SandboxLimits, isolation_level
+from course_lib.grading.zygote import Zygote
 
 ISOLATED = isolation_level() == "namespaces"
 REPO = Path(__file__).resolve().parent.parent
@@ -125,7 +126,7 @@ def test_remote_calls_keep_types_and_honour_test_time_limits(zygote):
     import numpy as np
     import pandas as pd
 
-    from course_lib.remote import Remote, RemoteSession, StudentCodeError
+    from course_lib.grading.remote import Remote, RemoteSession, StudentCodeError
 
     with SandboxKernel(zygote.course_root, SandboxLimits(call_timeout_s=60), zygote=zygote) as k:
         session = RemoteSession(k, 60)
@@ -185,17 +186,17 @@ def test_zygote_without_namespaces(tmp_path):
 
 def test_grader_falls_back_to_a_cold_kernel(tmp_path, monkeypatch):
     """If the zygote cannot fork a kernel, the submission is still graded (in a cold kernel)."""
-    from course_lib import sandbox, secure_grading
+    from course_lib.grading import grade, zygote
 
-    real = sandbox.Zygote.request
+    real = zygote.Zygote.request
 
     def spawn_fails(self, req, timeout=60.0):
         if req.get("op") == "spawn":
             raise KernelDied("simulated fork failure")
         return real(self, req, timeout)
 
-    monkeypatch.setattr(sandbox.Zygote, "request", spawn_fails)
-    sb = secure_grading._Sandbox(tmp_path, SandboxLimits(call_timeout_s=30), keep=[])
+    monkeypatch.setattr(zygote.Zygote, "request", spawn_fails)
+    sb = grade._Sandbox(tmp_path, SandboxLimits(call_timeout_s=30), keep=[])
     sb.start()
     try:
         assert sb.kernel.zygote is None

@@ -6,10 +6,10 @@ any set of notebooks for one lab in a temporary course directory (its own gradeb
 and dry runs never touch a real gradebook, and returns the scores as plain data.
 
     >>> from course_lib import grading
-    >>> grading.list_labs()                                           # doctest: +SKIP
-    ['lab00_pytorch_warmup', ...]
+    >>> "lab00_pytorch_warmup" in grading.list_labs()
+    True
     >>> grading.autograde("lab00_pytorch_warmup", {"alice": "alice.ipynb"})  # doctest: +SKIP
-    {'alice': GradeResult(score=10.0, max_score=10.0, tests={...}, error=None)}
+    {'alice': GradeResult(student='alice', tests={...}, ...)}
 """
 from __future__ import annotations
 
@@ -20,26 +20,30 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from ..paths import REPO_ROOT
+from .ids import check_student_id
+from .results import GradeResult
 
-# nbgrader's Gradebook runs the `alembic` command found on PATH; when this environment's python
-# is called by its full path (.venv/bin/python) without activating it, that folder is not on
-# PATH. Put it there so grading works however Python was started.
-_BIN = str(Path(sys.executable).parent)
-if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 def _fast_alembic_version() -> None:
-    """nbgrader's Gradebook asks for the database schema's head revision on every open by
+    """Make nbgrader's gradebook fast and independent of ``PATH``.
+
+    nbgrader's Gradebook asks for the database schema's head revision on every open by
     running the ``alembic heads`` command in a subprocess (1-2 s each, far more on a busy
     machine). Read the same revision once, in-process, from nbgrader's own migration scripts."""
     import functools
 
     import nbgrader.api as nb_api
 
+    # nbgrader runs the `alembic` command found on PATH when it creates a gradebook; when this
+    # environment's python is called by its full path (.venv/bin/python) without activating it,
+    # that folder is not on PATH. Put it there (here, when a gradebook is about to be used, not
+    # at import time).
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     if getattr(nb_api.get_alembic_version, "_olm_fast", False):
         return
     original = nb_api.get_alembic_version
@@ -63,22 +67,7 @@ def _fast_alembic_version() -> None:
 
 
 __all__ = ["REPO_ROOT", "GradeResult", "list_labs", "lab_source", "release", "generate",
-           "autograde", "course_config"]
-
-
-@dataclass
-class GradeResult:
-    """One graded submission: total ``score`` out of ``max_score`` points, per-test points
-    (``tests[grade_id] = (score, max_score)``), and ``error`` when grading itself failed."""
-
-    score: float
-    max_score: float
-    tests: dict[str, tuple[float, float]] = field(default_factory=dict)
-    error: str | None = None
-
-    @property
-    def fraction(self) -> float:
-        return self.score / self.max_score if self.max_score else 0.0
+           "autograde", "course_config", "ensure_assignment"]
 
 
 def list_labs(root: Path = REPO_ROOT) -> list[str]:
@@ -138,7 +127,7 @@ def _api(root: Path):
 def _normalize_file(path: Path) -> None:
     import nbformat
 
-    from .notebooks import write
+    from ..notebooks import write
 
     write(nbformat.read(str(path), as_version=4), path)
 
@@ -191,8 +180,8 @@ def autograde(lab: str, submissions: dict[str, str | os.PathLike], root: Path = 
 
     Returns
     -------
-    ``{student_id: GradeResult}``. A submission that nbgrader could not grade at all gets
-    ``score=0`` with ``error`` set; it is never dropped.
+    ``{student_id: GradeResult}``. A submission that nbgrader could not grade at all is never
+    dropped: its result has ``not_graded`` set to the reason and no points.
 
     Note: this runs student code as the current user with no sandbox. It is meant for the
     course's own tests and for trusted dry runs.
@@ -200,8 +189,7 @@ def autograde(lab: str, submissions: dict[str, str | os.PathLike], root: Path = 
     if not submissions:
         raise ValueError("submissions is empty: pass {student_id: notebook path}")
     for student, path in submissions.items():
-        if not str(student).isidentifier():
-            raise ValueError(f"student id {student!r} must be letters, digits and underscores")
+        check_student_id(student)
         if not Path(path).is_file():
             raise FileNotFoundError(f"submission of {student!r} not found: {path}")
     src = lab_source(lab, root)
@@ -238,10 +226,39 @@ def _read_grade(course: Path, lab: str, student: str, error: str | None) -> Grad
         try:
             sub = gb.find_submission(lab, student)
         except MissingEntry:
-            max_score = gb.find_assignment(lab).max_score
-            return GradeResult(0.0, float(max_score), {}, error or "no submission recorded")
+            return GradeResult(student, not_graded=error or "no submission recorded")
         tests = {}
         for nb in sub.notebooks:
             for grade in nb.grades:
-                tests[grade.name] = (float(grade.score), float(grade.max_score))
-        return GradeResult(float(sub.score), float(sub.max_score), tests, error)
+                if grade.max_score:
+                    score, top = float(grade.score), float(grade.max_score)
+                    tests[grade.name] = {"points": score, "max": top, "passed": score >= top,
+                                         "reason": "passed" if score >= top else "failed"}
+        return GradeResult(student, tests, not_graded=error)
+
+
+def ensure_assignment(lab: str, course: Path) -> None:
+    """Make sure the gradebook of ``course`` knows ``lab`` (generate_assignment in a scratch
+    copy, so the committed labs/ files are left alone)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    _fast_alembic_version()
+    db_url = course_config(course).CourseDirectory.db_url
+    with Gradebook(db_url) as gb:
+        try:
+            gb.find_assignment(lab)
+            return
+        except MissingEntry:
+            pass
+    with tempfile.TemporaryDirectory(prefix="olm-gen-") as tmp:
+        shutil.copytree(Path(course) / "solutions" / lab, Path(tmp) / "solutions" / lab)
+        cfg = course_config(Path(tmp))
+        cfg.CourseDirectory.db_url = db_url
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+
+        with _quiet_nbgrader():
+            res = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg).generate_assignment(
+                lab, force=True, create=True)
+        if not res.get("success"):
+            raise RuntimeError(f"nbgrader generate_assignment failed: {res.get('error')}")

@@ -38,7 +38,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["SandboxLimits", "SandboxKernel", "Zygote", "shared_zygote", "isolation_level", "KernelDied"]
+from ..paths import COURSE_LIB_DIR, REPO_ROOT, cache_root
+from .files import read_text_tail
+from .limits import MAX_CELL_OUTPUT_CHARS, MAX_LOG_BYTES, SandboxLimits
+
+__all__ = ["SandboxLimits", "SandboxKernel", "isolation_level", "KernelDied"]
 
 NOBODY_UID = 65534
 NOBODY_GID = 65534
@@ -46,24 +50,6 @@ NOBODY_GID = 65534
 
 class KernelDied(RuntimeError):
     """The sandboxed kernel exited (os._exit, sys.exit in a thread, memory or CPU limit...)."""
-
-
-@dataclass
-class SandboxLimits:
-    """Per-submission limits: ``memory_gb`` of address space, ``cpu_seconds`` of CPU time for
-    the kernel's whole life, and ``call_timeout_s`` wall seconds for any one cell or call."""
-
-    memory_gb: float = 4.0
-    cpu_seconds: int = 900
-    call_timeout_s: float = 120.0
-
-    def __post_init__(self):
-        if not self.memory_gb > 0.5:
-            raise ValueError(f"memory_gb must be > 0.5 (torch alone needs ~0.5 GB), got {self.memory_gb}")
-        if not self.cpu_seconds >= 10:
-            raise ValueError(f"cpu_seconds must be >= 10, got {self.cpu_seconds}")
-        if not self.call_timeout_s > 0:
-            raise ValueError(f"call_timeout_s must be > 0, got {self.call_timeout_s}")
 
 
 # How the grader enters the sandbox namespaces (the probe below checks exactly this command).
@@ -112,10 +98,7 @@ def _scrubbed_env(workdir: Path, cache: str | None) -> dict[str, str]:
 
 def _hidden_paths(course_root: Path) -> list[str]:
     """Folders replaced by empty tmpfs inside the sandbox."""
-    from .resources import cache_dir  # noqa: F401 - only to document where the cache lives
-
-    repo = Path(__file__).resolve().parent.parent
-    hide = {str(course_root), str(repo), "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/work",
+    hide = {str(course_root), str(REPO_ROOT), "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/work",
             "/srv", "/mnt", "/opt/grading", "/run/lock"}
     roots = sorted(p for p in hide if Path(p).exists())
     # A folder inside another hidden folder is hidden with it (and could not be mounted on).
@@ -187,13 +170,12 @@ def _boot(config_path: str) -> None:  # pragma: no cover - runs inside the sandb
 def _kept_paths(extra: list[str]) -> tuple[list[str], str | None]:
     """Folders a kernel must see (read-only): the Python environment, ``course_lib``, the course
     cache and ``extra``; returns them and the cache folder (None when there is none)."""
-    repo = Path(__file__).resolve().parent.parent
     prefix = Path(sys.prefix).resolve()
-    keep = [str(prefix), str(repo / "course_lib")] + list(extra)
+    keep = [str(prefix), str(COURSE_LIB_DIR)] + list(extra)
     base_prefix = Path(sys.base_prefix).resolve()
     if base_prefix != prefix:
         keep.append(str(base_prefix))
-    cache = os.environ.get("OPEN_LLM_LAB_CACHE") or str(Path.home() / ".cache" / "open-llm-lab")
+    cache = str(cache_root())
     keep_cache = cache if Path(cache).exists() else None
     if keep_cache:
         keep.append(keep_cache)
@@ -221,322 +203,6 @@ class _PopenProcess:
             self.proc.wait(timeout=30)
 
 
-# -- the zygote: kernels by fork from a pre-imported parent ------------------------------------
-# Starting a kernel costs ~0.8 s (Python + ipykernel) and the first ``import torch`` another
-# ~1.8 s, per submission. A zygote pays that once per grading process: it enters the sandbox
-# namespaces, hides the course, imports these modules, then forks one child per submission. Each
-# child gets fresh mount, PID, network and IPC namespaces of its own (so it sees only its own
-# work folder and processes), resource limits and the ``nobody`` user, then runs ipykernel in
-# the already-warm interpreter. The zygote never runs student code.
-_PRELOAD = ("numpy", "torch", "ipykernel.kernelapp")
-_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET, _CLONE_NEWPID = 0x00020000, 0x08000000, 0x40000000, 0x20000000
-_PR_SET_PDEATHSIG = 1
-
-
-def _libc_call(name: str, *args) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if getattr(libc, name)(*args) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{name}: {os.strerror(err)}")
-
-
-def _zygote_kernel(boot: dict, ready_w: int) -> None:  # pragma: no cover - runs inside the sandbox
-    """The grandchild: PID 1 of its own namespaces; hides the spool, limits, drops to nobody,
-    runs ipykernel. Never returns."""
-    code = 71
-    try:
-        os.close(ready_w)
-        os.setsid()
-        work = boot["workdir"]
-        if boot["isolate"]:
-            _mount_hidden([boot["spool"]], [], [work])    # other work folders disappear
-            _sh("mount", "-t", "proc", "proc", "/proc")  # this namespace's processes only
-        log = os.open(os.path.join(work, "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)  # like the cold kernel: stdout (ipykernel's banner) is dropped
-        os.dup2(log, 2)
-        os.close(null)
-        os.close(log)
-        _limit_and_drop(boot["memory_bytes"], boot["cpu_seconds"], work, boot["isolate"])
-        _libc_call("prctl", _PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # after setuid: it clears it
-        os.environ.clear()
-        os.environ.update(boot["env"])
-        import tempfile as _tempfile
-
-        _tempfile.tempdir = None  # re-read TMPDIR (the zygote may have cached /tmp)
-        sys.argv = ["ipykernel_launcher"]
-        from ipykernel.kernelapp import IPKernelApp
-
-        app = IPKernelApp.instance()
-        app.initialize(["-f", boot["connection_file"], "--HistoryManager.enabled=False"])
-        app.start()
-        code = 0
-    except BaseException:  # noqa: BLE001 - report to kernel.log, then exit
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-def _zygote_child(boot: dict, ready_w: int, close_fds: list[int]) -> None:  # pragma: no cover
-    """The child: enters new namespaces, forks the kernel (PID 1 there), reports its PID and
-    waits for it. Never returns."""
-    code = 70
-    try:
-        for fd in close_fds:
-            os.close(fd)
-        if boot["isolate"]:
-            _libc_call("unshare", _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC)
-        kernel = os.fork()
-        if kernel == 0:
-            _zygote_kernel(boot, ready_w)
-        os.write(ready_w, str(kernel).encode())
-        os.close(ready_w)
-        _, status = os.waitpid(kernel, 0)
-        code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code
-    except BaseException as e:  # noqa: BLE001
-        try:
-            os.write(ready_w, f"{type(e).__name__}: {e}".encode())
-        except OSError:
-            pass
-    finally:
-        os._exit(code & 0xFF)
-
-
-def _zygote_main(config_path: str) -> None:  # pragma: no cover - runs inside the sandbox
-    """The zygote: hide the course, import the heavy modules, then serve one JSON request per
-    line on stdin (spawn / poll / signal / kill) with one JSON reply per line on stdout."""
-    import importlib
-
-    cfg = json.loads(Path(config_path).read_text())
-    ctl_in = os.fdopen(os.dup(0), "r", buffering=1)
-    ctl_out = os.fdopen(os.dup(1), "w", buffering=1)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
-    os.environ.clear()
-    os.environ.update(cfg["env"])
-    if cfg["isolate"]:
-        _mount_hidden(cfg["hide"], cfg["keep"], [cfg["spool"]])
-    for name in _PRELOAD:
-        importlib.import_module(name)
-    kernels: dict[int, int] = {}   # child pid -> kernel pid (this namespace's numbering)
-    exited: dict[int, int] = {}
-
-    def kill(pid: int) -> int:
-        k = kernels.get(pid)
-        if k is not None:
-            for fn in (os.killpg, os.kill):
-                try:
-                    fn(k, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        if pid not in exited:
-            _, status = os.waitpid(pid, 0)
-            exited[pid] = os.waitstatus_to_exitcode(status)
-            kernels.pop(pid, None)
-        return exited[pid]
-
-    ctl_out.write(json.dumps({"ready": True}) + "\n")
-    for line in ctl_in:
-        try:
-            req = json.loads(line)
-            op, pid = req.get("op"), req.get("pid")
-            if op == "spawn":
-                r, w = os.pipe()
-                child = os.fork()
-                if child == 0:
-                    os.close(r)
-                    _zygote_child(req["boot"], w, [ctl_in.fileno(), ctl_out.fileno()])
-                os.close(w)
-                with os.fdopen(r, "rb") as f:
-                    said = f.read().decode(errors="replace")
-                if said.isdigit():
-                    kernels[child] = int(said)
-                    reply = {"pid": child}
-                else:
-                    os.waitpid(child, 0)
-                    reply = {"error": f"could not start a kernel: {said[:500]}"}
-            elif op == "poll":
-                if pid not in exited:
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        exited[pid] = os.waitstatus_to_exitcode(status)
-                        kernels.pop(pid, None)
-                reply = {"exit": exited.get(pid)}
-            elif op == "signal":
-                if pid in kernels:
-                    try:
-                        os.killpg(kernels[pid], int(req["sig"]))
-                    except (ProcessLookupError, PermissionError):
-                        pass
-                reply = {}
-            elif op == "kill":
-                reply = {"exit": kill(pid)}
-            else:
-                reply = {"error": f"unknown op {op!r}"}
-        except Exception as e:  # noqa: BLE001 - report, keep serving
-            reply = {"error": f"{type(e).__name__}: {e}"}
-        ctl_out.write(json.dumps(reply) + "\n")
-    for pid in list(kernels):  # stdin closed: the grader is gone, take every kernel with us
-        kill(pid)
-    os._exit(0)
-
-
-class Zygote:
-    """A warm, sandboxed parent that forks one kernel per submission (see ``_PRELOAD`` above).
-
-    One zygote serves one grading process, one kernel at a time. Kernels started from it are
-    as isolated from the grader and from each other as those started by ``unshare`` directly.
-
-    >>> z = Zygote(Path("course")).start()                         # doctest: +SKIP
-    >>> with SandboxKernel(Path("course"), zygote=z) as k: ...     # doctest: +SKIP
-    """
-
-    def __init__(self, course_root: Path, keep: list[str] | None = None, isolate: bool | None = None):
-        import threading
-
-        self.course_root = Path(course_root).resolve()
-        self.isolate = (isolation_level() == "namespaces") if isolate is None else isolate
-        self.keep, self.cache = _kept_paths(list(keep or []))
-        self.spool = Path(tempfile.mkdtemp(prefix="olm-spool-"))
-        self.spool.chmod(0o755)
-        self.proc: subprocess.Popen | None = None
-        self._buf = b""
-        self._lock = threading.Lock()
-
-    def start(self, ready_timeout: float = 120.0) -> "Zygote":
-        repo = Path(__file__).resolve().parent.parent
-        env = _scrubbed_env(self.spool, self.cache)
-        env["PYTHONPATH"] = str(repo)
-        cfg = {"hide": _hidden_paths(self.course_root) if self.isolate else [], "keep": self.keep,
-               "spool": str(self.spool), "isolate": self.isolate, "env": env}
-        path = self.spool / "zygote.json"
-        path.write_text(json.dumps(cfg))
-        code = "import sys; from course_lib.sandbox import _zygote_main; _zygote_main(sys.argv[1])"
-        cmd = [sys.executable, "-c", code, str(path)]
-        if self.isolate:
-            cmd = _UNSHARE + cmd
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=open(self.spool / "zygote.log", "wb"),
-                                     start_new_session=True, cwd=str(self.spool),
-                                     # scrubbed from the start: a forked kernel can read the
-                                     # zygote's initial environment in /proc/self/environ
-                                     env=env)
-        reply = self._read_reply(ready_timeout)
-        if not reply.get("ready"):
-            raise KernelDied(f"the sandbox zygote did not start: {reply}")
-        return self
-
-    def _log_tail(self) -> str:
-        try:
-            return (self.spool / "zygote.log").read_text(errors="replace")[-1500:]
-        except OSError:
-            return ""
-
-    def _read_reply(self, timeout: float) -> dict:
-        import select
-
-        deadline = time.time() + timeout
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buf:
-            left = deadline - time.time()
-            if left <= 0:
-                raise KernelDied(f"the sandbox zygote did not answer in {timeout:.0f} s")
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise KernelDied(f"the sandbox zygote exited: {self._log_tail()}")
-                self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def request(self, req: dict, timeout: float = 60.0) -> dict:
-        """Send one request; return the reply (raises :class:`KernelDied` if the zygote is gone)."""
-        with self._lock:
-            if not self.alive():
-                raise KernelDied(f"the sandbox zygote is not running: {self._log_tail()}")
-            try:
-                self.proc.stdin.write((json.dumps(req) + "\n").encode())
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError) as e:
-                raise KernelDied(f"the sandbox zygote is gone ({e})") from None
-            reply = self._read_reply(timeout)
-        if "error" in reply:
-            raise KernelDied(reply["error"])
-        return reply
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def close(self) -> None:
-        """Stop the zygote (and any kernel it still runs); remove its spool folder."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()  # EOF: the zygote kills its kernels and exits
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=30)
-        shutil.rmtree(self.spool, ignore_errors=True)
-
-
-class _ZygoteProcess:
-    """A kernel forked by a :class:`Zygote`, seen through the zygote."""
-
-    def __init__(self, zygote: Zygote, pid: int):
-        self.zygote, self.pid = zygote, pid
-        self.returncode = None
-
-    def poll(self):
-        if self.returncode is None:
-            try:
-                self.returncode = self.zygote.request({"op": "poll", "pid": self.pid})["exit"]
-            except KernelDied:
-                self.returncode = -9
-        return self.returncode
-
-    def signal_group(self, sig: int) -> None:
-        try:
-            self.zygote.request({"op": "signal", "pid": self.pid, "sig": int(sig)})
-        except KernelDied:
-            pass
-
-    def kill(self) -> None:
-        if self.returncode is None:
-            try:
-                self.returncode = self.zygote.request({"op": "kill", "pid": self.pid})["exit"]
-            except KernelDied:
-                self.returncode = -9
-
-
-_SHARED_ZYGOTES: dict[tuple, Zygote] = {}
-
-
-def shared_zygote(course_root: Path, keep: list[str] | None = None) -> Zygote:
-    """This process's zygote for ``course_root`` (started on first use, closed at exit)."""
-    import atexit
-
-    key = (str(Path(course_root).resolve()), tuple(keep or []))
-    z = _SHARED_ZYGOTES.get(key)
-    if z is None or not z.alive():
-        if z is not None:
-            z.close()
-        z = _SHARED_ZYGOTES[key] = Zygote(course_root, keep).start()
-        atexit.register(z.close)
-    return z
-
-
 class SandboxKernel:
     """An ipykernel in a sandbox, driven with a jupyter_client blocking client.
 
@@ -549,7 +215,7 @@ class SandboxKernel:
 
     def __init__(self, course_root: Path, limits: SandboxLimits | None = None,
                  keep: list[str] | None = None, isolate: bool | None = None,
-                 zygote: "Zygote | None" = None):
+                 zygote=None):
         self.limits = limits or SandboxLimits()
         self.course_root = Path(course_root).resolve()
         self.zygote = zygote
@@ -574,7 +240,7 @@ class SandboxKernel:
         write_connection_file(str(conn), transport="ipc", ip=str(self.workdir / "ipc"))
         for sub in (".runtime", ".ipython", ".mpl", ".tmp", ".cache"):
             (self.workdir / sub).mkdir(exist_ok=True)
-        repo = Path(__file__).resolve().parent.parent
+        repo = REPO_ROOT
         if self.isolate:
             os.chown(self.workdir, NOBODY_UID, NOBODY_GID)
             for p in self.workdir.rglob("*"):
@@ -587,6 +253,8 @@ class SandboxKernel:
                     "memory_bytes": int(self.limits.memory_gb * 2**30),
                     "cpu_seconds": int(self.limits.cpu_seconds)}
             pid = self.zygote.request({"op": "spawn", "boot": boot})["pid"]
+            from .zygote import _ZygoteProcess
+
             self.proc = _ZygoteProcess(self.zygote, pid)
         else:
             keep, keep_cache = _kept_paths(self._keep)
@@ -599,7 +267,7 @@ class SandboxKernel:
             cfg.env["PYTHONPATH"] = str(repo)  # course_lib importable even if installed editable
             boot_path = self.workdir / "boot.json"
             boot_path.write_text(json.dumps(asdict(cfg)))
-            code = "import sys; from course_lib.sandbox import _boot; _boot(sys.argv[1])"
+            code = "import sys; from course_lib.grading.sandbox import _boot; _boot(sys.argv[1])"
             cmd = [sys.executable, "-c", code, str(boot_path)]
             if self.isolate:
                 cmd = _UNSHARE + cmd
@@ -625,10 +293,7 @@ class SandboxKernel:
         return self
 
     def log_tail(self, n: int = 1500) -> str:
-        try:
-            return (self.workdir / "kernel.log").read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return read_text_tail(self.workdir / "kernel.log", MAX_LOG_BYTES)[-n:]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -649,38 +314,60 @@ class SandboxKernel:
         self.stop()
 
     # -- execution ---------------------------------------------------------------------------
-    def execute(self, code: str, timeout: float | None = None, max_output_chars: int = 20_000) -> dict:
+    def execute(self, code: str, timeout: float | None = None,
+                max_output_chars: int = MAX_CELL_OUTPUT_CHARS) -> dict:
         """Run ``code`` in the kernel; return ``{"status", "outputs", "ename", "evalue"}``.
 
-        ``outputs`` are nbformat output dicts, capped at ``max_output_chars`` of text in all
-        (a submission printing megabytes cannot flood the grader). On timeout the kernel is
-        interrupted; if it does not answer it is killed and :class:`KernelDied` raised.
+        ``outputs`` are nbformat output dicts holding at most ``max_output_chars`` characters
+        of every output type together (streams, display data, error messages and tracebacks):
+        a submission printing megabytes, or raising megabyte-long errors, cannot flood the
+        grader or its feedback. On timeout the kernel is interrupted; if it does not answer it
+        is killed and :class:`KernelDied` raised.
         """
         if not self.alive():
             raise KernelDied("the sandbox kernel is not running")
         timeout = self.limits.call_timeout_s if timeout is None else timeout
         outputs: list[dict] = []
         budget = [max_output_chars]
+        truncated = [False]
+
+        def keep(out: dict, size: int) -> None:
+            if size <= budget[0]:
+                budget[0] -= size
+                outputs.append(out)
+            elif not truncated[0]:
+                truncated[0] = True
+                outputs.append({"output_type": "stream", "name": "stdout",
+                                "text": f"\n... (output truncated at {max_output_chars:,} characters)\n"})
 
         def hook(msg):
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
-                text = content.get("text", "")[: max(0, budget[0])]
-                budget[0] -= len(content.get("text", ""))
-                if text:
-                    outputs.append({"output_type": "stream", "name": content["name"], "text": text})
-            elif kind in ("execute_result", "display_data") and budget[0] > 0:
-                data = {k: v for k, v in content.get("data", {}).items()
-                        if k in ("text/plain", "image/png", "text/html") and len(str(v)) < 2_000_000}
-                budget[0] -= sum(len(str(v)) for v in data.values()) // 50
+                text = str(content.get("text", ""))
+                part = text[: max(0, budget[0])]
+                if part:
+                    keep({"output_type": "stream", "text": part,
+                          "name": "stderr" if content.get("name") == "stderr" else "stdout"},
+                         len(part))
+                if len(part) < len(text):
+                    keep({}, budget[0] + 1)  # over the budget: only the truncation notice
+            elif kind in ("execute_result", "display_data"):
+                data = {k: str(v) for k, v in dict(content.get("data", {})).items()
+                        if k in ("text/plain", "image/png", "text/html")}
                 out = {"output_type": kind, "data": data, "metadata": {}}
                 if kind == "execute_result":
                     out["execution_count"] = content.get("execution_count")
-                outputs.append(out)
+                keep(out, sum(len(v) for v in data.values()))
             elif kind == "error":
-                outputs.append({"output_type": "error", "ename": str(content.get("ename"))[:200],
-                                "evalue": str(content.get("evalue"))[:2000],
-                                "traceback": [str(t)[:2000] for t in content.get("traceback", [])[-20:]]})
+                tb = [str(t)[:2000] for t in list(content.get("traceback", []))[-20:]]
+                out = {"output_type": "error", "ename": str(content.get("ename"))[:200],
+                       "evalue": str(content.get("evalue"))[:2000], "traceback": tb}
+                size = len(out["ename"]) + len(out["evalue"]) + sum(len(t) for t in tb)
+                if size > budget[0]:  # an error always shows, without its traceback if need be
+                    out["traceback"] = []
+                    size = len(out["ename"]) + len(out["evalue"])
+                    budget[0] = max(budget[0], size)
+                keep(out, size)
 
         msg_id = self.client.execute(code, store_history=False, allow_stdin=False)
         deadline = time.time() + timeout
