@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..paths import REPO_ROOT
+from .checks import record_student_cell, reset_student_cells
 from .ids import check_student_id, is_student_id, printable
 from .limits import (INFRA_RETRIES, MAX_CELL_OUTPUT_CHARS, MAX_NOTEBOOK_BYTES, MAX_REASON_CHARS,
                      MAX_SUBMISSION_OUTPUT_CHARS, SandboxLimits)
@@ -359,6 +360,7 @@ class _Run:
                 return
             self.pos += 1
             if not _is_test(c):
+                record_student_cell(c.source)
                 left = self._time_left()
                 if left <= 0:
                     if not self.out_of_time:
@@ -417,6 +419,7 @@ class _Run:
                                      f"{str(res['evalue'])[:200]}")
 
     def walk(self) -> None:
+        reset_student_cells()
         for cell in self.source_nb.cells:
             if cell.cell_type != "code":
                 continue
