@@ -31,14 +31,14 @@ def make_runner(wire: dict, user_ns: dict):
     def keep(obj):
         hid = next(counter)
         handles[hid] = obj
-        return {TAG_HANDLE: hid, "type": type(obj).__name__}
+        return {TAG_HANDLE: [hid, type(obj).__name__[:100]]}
 
     def enc(x):
         return encode(x, on_object=keep)
 
     def resolve(tag, payload):
         if tag == TAG_HANDLE:
-            return handles[payload]
+            return handles[payload[0]]
         return user_ns[payload]
 
     def dec(x):

@@ -100,7 +100,7 @@ def _encode(x):
         if isinstance(obj, Remote):
             if obj._handle is None:
                 return {wire.TAG_HANDLE_NAME: obj._name}
-            return {wire.TAG_HANDLE: obj._handle}
+            return {wire.TAG_HANDLE: [obj._handle, obj._type_name]}
         raise Unsendable(f"cannot send a {type(obj).__name__} to student code in the sandbox; "
                          "tests must pass plain data (tensors, arrays, numbers, strings, containers)")
 
@@ -197,7 +197,7 @@ class RemoteSession:
         def on_handle(tag, payload):
             if tag != wire.TAG_HANDLE:
                 raise wire.WireError("the sandbox sent a name where a value was expected")
-            return Remote(self, handle=payload)
+            return Remote(self, handle=payload[0], type_name=payload[1])
 
         try:
             return wire.decode(x, on_handle=on_handle,

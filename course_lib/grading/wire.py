@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import sys
 
-TAG_HANDLE = "__olm_handle__"            # an object kept in the sandbox, by number
+TAG_HANDLE = "__olm_handle__"            # an object kept in the sandbox: [number, type name]
 TAG_HANDLE_NAME = "__olm_handle_name__"  # a global of the student's namespace, by name
 TAG_NDARRAY = "__olm_np__"               # numpy array (payload: a tensor of the same data)
 TAG_TUPLE = "__olm_tuple__"
 TAG_DICT = "__olm_dict__"                # [[key, value], ...]: keys of any sendable type
 TAG_SET = "__olm_set__"
+TAG_FROZENSET = "__olm_frozenset__"
 TAG_SLICE = "__olm_slice__"              # [start, stop, step]
 TAG_ELLIPSIS = "__olm_ellipsis__"
 TAG_SIZE = "__olm_size__"                # torch.Size
@@ -37,7 +38,7 @@ TAG_REPR = "__olm_repr__"                # torch.dtype / torch.device, as their 
 TAG_SERIES = "__olm_series__"            # [name, index, values]
 TAG_FRAME = "__olm_frame__"              # [columns, index, index_name, [column values, ...]]
 
-TAGS = (TAG_HANDLE, TAG_HANDLE_NAME, TAG_NDARRAY, TAG_TUPLE, TAG_DICT, TAG_SET, TAG_SLICE,
+TAGS = (TAG_HANDLE, TAG_HANDLE_NAME, TAG_NDARRAY, TAG_TUPLE, TAG_DICT, TAG_SET, TAG_FROZENSET, TAG_SLICE,
         TAG_ELLIPSIS, TAG_SIZE, TAG_REPR, TAG_SERIES, TAG_FRAME)
 
 MAX_DEPTH = 20
@@ -122,7 +123,8 @@ def encode(x, on_object=refuse, depth: int = 0):
         return {TAG_DICT: [[encode(k, on_object, depth + 1), encode(v, on_object, depth + 1)]
                            for k, v in list(dict.items(x))]}
     if isinstance(x, (set, frozenset)):
-        return {TAG_SET: [encode(v, on_object, depth + 1) for v in list(x)]}
+        tag = TAG_FROZENSET if isinstance(x, frozenset) else TAG_SET
+        return {tag: [encode(v, on_object, depth + 1) for v in list(x)]}
     return on_object(x)
 
 
@@ -172,8 +174,13 @@ def decode(x, on_handle=refuse, budget: Budget | None = None, depth: int = 0):
             raise WireError(f"malformed {tag} payload")
         return v
 
-    if tag in (TAG_HANDLE, TAG_HANDLE_NAME):
-        if type(payload) is not (int if tag == TAG_HANDLE else str):
+    if tag == TAG_HANDLE:
+        if type(payload) is not list or len(payload) != 2 or type(payload[0]) is not int \
+                or type(payload[1]) is not str:
+            raise WireError(f"malformed {tag} payload")
+        return on_handle(tag, payload)
+    if tag == TAG_HANDLE_NAME:
+        if type(payload) is not str:
             raise WireError(f"malformed {tag} payload")
         return on_handle(tag, payload)
     if tag == TAG_NDARRAY:
@@ -197,10 +204,10 @@ def decode(x, on_handle=refuse, budget: Budget | None = None, depth: int = 0):
                 raise WireError(f"unhashable dict key of type {type(key).__name__}") from None
             out[key] = sub(v)
         return out
-    if tag == TAG_SET:
+    if tag in (TAG_SET, TAG_FROZENSET):
         values = [sub(v) for v in items(payload)]
         try:
-            return set(values)
+            return set(values) if tag == TAG_SET else frozenset(values)
         except TypeError:
             raise WireError("a set of unhashable values") from None
     if tag == TAG_SLICE:
