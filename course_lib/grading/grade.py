@@ -230,7 +230,10 @@ class _Sandbox:
             self.notes.append(f"the warm zygote could not fork a kernel ({str(e)[:200]}); "
                               "started a cold kernel")
             self.kernel = SandboxKernel(self.course_root, self.limits, keep=self.keep).start()
-        self.session = RemoteSession(self.kernel, self.limits.call_timeout_s)
+        if self.session is None:
+            self.session = RemoteSession(self.kernel, self.limits.call_timeout_s)
+        else:  # a restart: the proxies the tests hold are bound to this same session
+            self.session.attach(self.kernel)
         self.session.install()
 
     def start_with_retries(self, retries: int = INFRA_RETRIES) -> None:

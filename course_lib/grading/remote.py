@@ -117,9 +117,17 @@ class RemoteSession:
         self.dead_reason: str | None = None
         self._dir_fd: int | None = None
 
+    def attach(self, kernel) -> None:
+        """Talk to ``kernel`` from now on (a restarted kernel after a crash): the proxies bound
+        to this session keep working; handles to objects of the old kernel do not."""
+        self.close()
+        self.kernel = kernel
+        self.dead_reason = None
+
     def install(self) -> None:
         # The work folder is opened once, before any student code runs: later requests use
         # this descriptor, so replacing the folder (or a path inside it) by a link changes nothing.
+        self.close()
         self._dir_fd = open_dir(self.kernel.workdir)
         r = self.kernel.execute(kernel_runtime_source(), timeout=60)
         if r["status"] != "ok":
