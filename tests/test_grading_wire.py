@@ -260,3 +260,18 @@ def test_replacing_the_work_folder_changes_nothing(kernel, tmp_path_factory):
     k.before = swap
     assert remote(session, "double")(4) == 8
     assert list(elsewhere.iterdir()) == []
+
+
+def test_call_student_catches_in_place_changes_and_wraps_errors(kernel):
+    """grading.checks.call_student behaves the same on a Remote as on a local function."""
+    from course_lib.grading.checks import call_student, record_student_cell, reset_student_cells
+
+    k, session = kernel
+    reset_student_cells()
+    record_student_cell(STUDENT_CODE)
+    assert float(call_student(remote(session, "pure"), torch.ones(2), [1])) == 3.0
+    with pytest.raises(AssertionError, match=r"mutate changed its argument 1 \(t\) in place.*Hint: copy"):
+        call_student(remote(session, "mutate"), torch.zeros(3), [1], {}, np.zeros(2), hint="copy")
+    with pytest.raises(AssertionError, match=r"unbox raised AttributeError.*Hint: pass a Box"):
+        call_student(remote(session, "unbox"), 3, hint="pass a Box")
+    reset_student_cells()

@@ -17,6 +17,19 @@ test reads the source of the student's function and looks for the forbidden name
     ...     return torch.softmax(x, -1)
     >>> forbidden_calls(f, ["torch.softmax", "F.softmax"])
     ['torch.softmax']
+
+:func:`call_student` is how a test calls a student function: arguments passed explicitly
+(never through notebook globals), a check that the function left them unchanged, and an error
+raised inside student code turned into a failure that carries the test's hint.
+
+    >>> import torch
+    >>> def scale(x):
+    ...     x *= 2          # changes the caller's tensor
+    ...     return x
+    >>> call_student(scale, torch.ones(2), hint="work on a copy: x = x * 2")
+    Traceback (most recent call last):
+    ...
+    AssertionError: scale changed its argument 1 (x) in place; the task says to leave its inputs unchanged. Hint: work on a copy: x = x * 2
 """
 from __future__ import annotations
 
@@ -24,7 +37,8 @@ import ast
 import inspect
 import textwrap
 
-__all__ = ["student_source", "forbidden_calls", "record_student_cell", "reset_student_cells"]
+__all__ = ["student_source", "forbidden_calls", "call_student", "record_student_cell",
+           "reset_student_cells"]
 
 _CELLS: list[str] = []   # student cells run so far (the verifier's trusted copies), in order
 
@@ -111,3 +125,105 @@ def forbidden_calls(fn, names: list[str]) -> list[str]:
         elif name in seen or any(s.endswith("." + name) for s in seen):
             hits.append(name)
     return hits
+
+
+def _snapshot(value):
+    import copy
+
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (list, dict, set, tuple)):
+        try:
+            return copy.deepcopy(value)
+        except Exception:  # noqa: BLE001 - objects that cannot be copied are not checked
+            return None
+    return None
+
+
+def _unchanged(before, after) -> bool:
+    import numpy as np
+    import torch
+
+    if isinstance(before, torch.Tensor):
+        return (isinstance(after, torch.Tensor) and before.shape == after.shape
+                and before.dtype == after.dtype and torch.equal(before, after.detach()))
+    if isinstance(before, np.ndarray):
+        return isinstance(after, np.ndarray) and before.shape == after.shape and \
+            np.array_equal(before, after, equal_nan=True)
+    if isinstance(before, (list, tuple)):
+        return type(before) is type(after) and len(before) == len(after) and \
+            all(_unchanged(b, a) for b, a in zip(before, after))
+    if isinstance(before, dict):
+        return isinstance(after, dict) and before.keys() == after.keys() and \
+            all(_unchanged(before[k], after[k]) for k in before)
+    try:
+        return bool(before == after)
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _param_names(fn) -> list[str]:
+    from .remote import Remote
+
+    if isinstance(fn, Remote):
+        try:
+            tree = ast.parse(student_source(fn))
+            node = tree.body[0]
+            return [a.arg for a in node.args.args] if isinstance(node, ast.FunctionDef) else []
+        except (ValueError, SyntaxError, IndexError):
+            return []
+    try:
+        return list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def _name(fn) -> str:
+    from .remote import Remote
+
+    if isinstance(fn, Remote):
+        return object.__getattribute__(fn, "_name") or "the function"
+    return getattr(fn, "__name__", "the function")
+
+
+def call_student(fn, *args, hint: str = "", check_unchanged: bool = True, **kwargs):
+    """Call student function ``fn(*args, **kwargs)`` the way every lab test should.
+
+    * Arguments are passed explicitly by the test (never read from notebook globals).
+    * With ``check_unchanged`` (the default), tensors, arrays and containers passed in must be
+      left as they were: a function that modifies its input in place fails with a message
+      naming the argument.
+    * An exception raised inside student code becomes an ``AssertionError`` that names the
+      function, the error, and ``hint`` (what the likely mistake is), so the learner sees the
+      hint instead of a bare traceback.
+
+    Works the same in the learner's kernel, under plain nbgrader and under ``course_lib grade``
+    (where in-place changes made in the sandbox are applied to the test's objects).
+    """
+    name = _name(fn)
+    params = _param_names(fn)
+    before = [_snapshot(a) for a in args]
+    before_kw = {k: _snapshot(v) for k, v in kwargs.items()}
+    suffix = f" Hint: {hint}" if hint else ""
+    try:
+        out = fn(*args, **kwargs)
+    except AssertionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a student error becomes a failure with the hint
+        raise AssertionError(f"{name} raised {type(e).__name__}: {str(e)[:500]}.{suffix}") from None
+    if check_unchanged:
+        for i, (b, a) in enumerate(zip(before, args)):
+            if b is not None and not _unchanged(b, a):
+                label = f"argument {i + 1}" + (f" ({params[i]})" if i < len(params) else "")
+                raise AssertionError(f"{name} changed its {label} in place; the task says to leave "
+                                     f"its inputs unchanged.{suffix}")
+        for k, b in before_kw.items():
+            if b is not None and not _unchanged(b, kwargs[k]):
+                raise AssertionError(f"{name} changed its argument {k!r} in place; the task says "
+                                     f"to leave its inputs unchanged.{suffix}")
+    return out
