@@ -9,7 +9,7 @@ export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSF
 # Two test workers share two cores: one math thread each, or they oversubscribe and crawl.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 workers=${TEST_WORKERS:-2}
-.venv/bin/python -m pytest -n "$workers" --dist worksteal -p no:cacheprovider -q -ra "$@"
+.venv/bin/python -m pytest -n "$workers" --dist worksteal -p no:cacheprovider -q -ra --durations=15 "$@"
 status=$?
 echo "[test] wall time: $(( $(date +%s) - start )) s (setup included), exit status $status"
 exit $status
