@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from course_lib.grading import grade_lab, sandbox
+from once import once
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = "lab00_pytorch_warmup"
@@ -40,6 +41,11 @@ def _hidden_lines(lab: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    """(course, scores before, results by student, printed log), built once per test run."""
+    return once(tmp_path_factory, "redteam", lambda: _grade_red_team(tmp_path_factory))
+
+
+def _grade_red_team(tmp_path_factory):
     course = tmp_path_factory.mktemp("course")
     shutil.copytree(REPO / "solutions" / LAB, course / "solutions" / LAB)
     shutil.copytree(REPO / "labs" / LAB, course / "labs" / LAB)
