@@ -33,9 +33,16 @@ c.IgnorePattern.pattern = r"[\s\S]*"
 c.LimitOutput.max_lines = 200
 c.LimitOutput.max_traceback = 50
 
-# Feedback shows visible tests and results, never the hidden tests' source.
+# Feedback shows visible tests and results, never the hidden tests' source, and nothing a
+# student wrote can run in the reader's browser (course_lib/grading/feedback.py says how):
+# a test cell with hidden tests keeps only "ename: evalue" (no prints, no traceback); active
+# outputs are dropped; markdown, HTML and raw cells are cleaned by the exporter's filters.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbgrader.preprocessors.ClearHiddenTests",
+    "course_lib.grading.feedback.HideHiddenTestOutputs",
+    "course_lib.grading.feedback.SanitizeOutputs",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+c.GenerateFeedback.exporter_class = "course_lib.grading.feedback.FeedbackHTMLExporter"
+c.FeedbackHTMLExporter.sanitize_html = True  # nbconvert's switch (also the class default)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,46 @@ os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# Headless Chromium for the browser tests: no GPU, no first-run UI, no background traffic.
+CHROMIUM_FLAGS = [
+    "--headless=new", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-quic", "--disable-default-apps", "--mute-audio",
+]
+
+
+def chromium_executable() -> str:
+    """Path of Debian's chromium, installing it with apt-get when missing (root only);
+    skips the calling test, with the reason, when neither is possible."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is not installed and cannot be installed here "
+                    "(needs root and apt-get): sudo apt-get install chromium")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            pytest.skip(f"could not install chromium ({' '.join(cmd)} failed): {r.stderr[-500:]}")
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip("apt-get installed chromium but no chromium executable is on PATH")
+    return found
+
+
+@pytest.fixture(scope="module")
+def chromium_browser():
+    """A headless Chromium driven by Playwright (which never downloads a browser here)."""
+    executable = chromium_executable()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (test extra)")
+    args = list(CHROMIUM_FLAGS) + (["--no-sandbox"] if os.geteuid() == 0 else [])
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, headless=True, args=args)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -6,8 +6,9 @@ checks that nbgrader's instructor tools are hidden, and (second start, instructo
 that the formgrader loads. Screenshots of every step are saved under the test's temporary
 directory and their paths printed (`pytest -s` shows them).
 
-Needs Debian's chromium (installed here with apt-get when missing and running as root) and the
-Playwright Python package pointed at that executable: Playwright never downloads a browser.
+Needs Debian's chromium (tests/conftest.py installs it with apt-get when missing and running as
+root) and the Playwright Python package pointed at that executable: Playwright never downloads
+a browser.
 """
 from __future__ import annotations
 
@@ -27,33 +28,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 LESSON = "lessons/00_welcome.ipynb"
 LAB = "lab00_pytorch_warmup"
-CHROMIUM_FLAGS = [
-    "--headless=new", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--disable-default-apps", "--mute-audio",
-]
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _chromium() -> str:
-    """Path of Debian's chromium, installing it with apt-get when missing (root only)."""
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and cannot be installed here "
-                    "(needs root and apt-get): sudo apt-get install chromium")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if r.returncode != 0:
-            pytest.skip(f"could not install chromium ({' '.join(cmd)} failed): {r.stderr[-500:]}")
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip("apt-get installed chromium but no chromium executable is on PATH")
-    return found
 
 
 def _free_port() -> int:
@@ -245,16 +220,9 @@ def _lab_cells(lab: str) -> tuple[int, str, int]:
 
 
 @pytest.fixture(scope="module")
-def browser():
-    chromium = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (test extra)")
-    args = list(CHROMIUM_FLAGS) + (["--no-sandbox"] if os.geteuid() == 0 else [])
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, headless=True, args=args)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser(chromium_browser):
+    """Headless Chromium (tests/conftest.py finds or installs it)."""
+    return chromium_browser
 
 
 @pytest.fixture

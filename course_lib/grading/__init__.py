@@ -14,7 +14,8 @@ and the pieces it is made of, one rule each:
   by fork from a warm parent;
 * :mod:`.wire` the data format across the boundary, :mod:`.kernel_runtime` its kernel side,
   :mod:`.remote` its trusted side;
-* :mod:`.record` gradebook writes and feedback, :mod:`.export` the CSV and the summary;
+* :mod:`.record` gradebook writes and feedback, :mod:`.feedback` what feedback may show
+  (sanitised HTML, test cells without hidden inputs), :mod:`.export` the CSV and the summary;
 * :mod:`.mistakes` the seeded mistakes that tests and benchmarks grade.
 
 Importing this package is cheap (no torch, no nbgrader until a function needs them).

@@ -435,6 +435,7 @@ class _Run:
                 self.judge_test(cell, gid)
             else:
                 self.run_provided(cell, gid)
+        self.run_student_until(None, inclusive=True)  # cells after the last test run too, as in nbgrader
 
 
 def _zero_result(student: str, source_nb) -> GradeResult:
