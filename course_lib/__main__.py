@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="CPU seconds per submission (default: %(default)s)")
     gr.add_argument("--submission-timeout", type=float, default=defaults["submission_timeout_s"],
                     help="wall seconds per submission, all cells together (default: %(default)s)")
+    gr.add_argument("--max-processes", type=int, default=defaults["max_processes"],
+                    help="processes and threads per submission (default: %(default)s)")
+    gr.add_argument("--tmp-mb", type=int, default=defaults["tmp_mb"],
+                    help="MB of private writable space per submission (default: %(default)s)")
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
@@ -61,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                                 limits={"memory_gb": args.memory_gb,
                                         "call_timeout_s": args.cell_timeout,
                                         "cpu_seconds": args.cpu_seconds,
-                                        "submission_timeout_s": args.submission_timeout})
+                                        "submission_timeout_s": args.submission_timeout,
+                                        "max_processes": args.max_processes,
+                                        "tmp_mb": args.tmp_mb})
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
         # exit 1 when something could not be graded: a script or service must notice

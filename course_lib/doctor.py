@@ -1,7 +1,9 @@
 """``python -m course_lib doctor``: is this machine ready for the course, offline?
 
-Prints one ``OK`` or ``FAIL`` line per check and returns the number of failures (the CLI exits
-non-zero when any check fails). Each FAIL line says what to do about it.
+Prints one ``OK``, ``WARN`` or ``FAIL`` line per check and returns the number of failures (the
+CLI exits non-zero when any check fails). Each FAIL or WARN line says what to do about it; a WARN
+is something the course works without (e.g. the grader's isolation, which only matters to
+whoever grades submissions).
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ class Check:
     ok: bool
     name: str
     detail: str
+    warn: bool = False  # ok, but worth acting on (not counted as a failure)
 
     def line(self) -> str:
-        return f"{'OK  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+        return f"{'FAIL' if not self.ok else 'WARN' if self.warn else 'OK  '}  {self.name}: {self.detail}"
 
 
 def pinned_versions(pyproject: Path = REPO_ROOT / "pyproject.toml",
@@ -133,6 +136,27 @@ def check_accelerators() -> Check:
     return Check(True, "accelerator", "none (CPU only: GPU sections of lesson 07 skip themselves)")
 
 
+def check_grader_isolation() -> Check:
+    """How ``python -m course_lib grade`` would isolate submissions on this machine."""
+    from .grading.sandbox import isolation_level, isolation_problems
+
+    level = isolation_level()
+    name = "grading sandbox"
+    if level == "namespaces":
+        return Check(True, name, "namespaces (root with unshare): submissions are isolated")
+    if level == "bubblewrap":
+        return Check(True, name, "bubblewrap (user namespaces, no root needed): submissions are isolated")
+    import shutil
+
+    why = "; ".join(f"{k}: {v}" for k, v in sorted(isolation_problems().items()))
+    fix = ("allow unprivileged user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1, "
+           "or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu)" if shutil.which("bwrap")
+           else "install bubblewrap (sudo apt-get install bubblewrap, or run scripts/setup.sh as root)")
+    return Check(True, name, warn=True, detail=(
+        f"limits only ({why}). Only matters if you grade submissions here: they could read "
+        f"the gradebook and solutions/. To isolate them, {fix}, or grade as root"))
+
+
 def check_offline() -> list[Check]:
     """Load the real tokenizers from package files only, with the hub switched off."""
     out = []
@@ -171,7 +195,7 @@ def run_checks() -> list[Check]:
     checks = [check_python()]
     checks += check_versions()
     checks += check_data()
-    checks += [check_memory(), check_cpu(), check_accelerators()]
+    checks += [check_memory(), check_cpu(), check_accelerators(), check_grader_isolation()]
     checks += check_offline()
     return checks
 
@@ -182,5 +206,7 @@ def main(print_fn=print) -> int:
     for c in checks:
         print_fn(c.line())
     failed = sum(not c.ok for c in checks)
-    print_fn(f"doctor: {len(checks) - failed} OK, {failed} FAIL")
+    warned = sum(c.ok and c.warn for c in checks)
+    print_fn(f"doctor: {len(checks) - failed - warned} OK, " + (f"{warned} WARN, " if warned else "")
+             + f"{failed} FAIL")
     return failed

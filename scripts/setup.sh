@@ -19,6 +19,26 @@ pick_python() {
   return 1
 }
 
+# The grader isolates submissions without root through bubblewrap (course_lib/grading/sandbox.py).
+# Installed when missing if this runs as root with apt-get; never fatal, otherwise a hint.
+ensure_bubblewrap() {
+  [ "$(uname -s)" = Linux ] || return 0
+  command -v bwrap >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing bubblewrap (isolates submissions when grading without root)"
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null 2>&1 || \
+       { apt-get update -qq >/dev/null 2>&1 && \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null 2>&1; }; then
+      return 0
+    fi
+    echo "[setup] hint: could not install bubblewrap with apt-get; the course works without it" >&2
+  fi
+  echo "[setup] hint: install bubblewrap (sudo apt-get install bubblewrap) so that" \
+       "'python -m course_lib grade' can isolate submissions without root" >&2
+  return 0
+}
+ensure_bubblewrap || true
+
 if [ ! -x .venv/bin/python ]; then
   py=$(pick_python)
   echo "[setup] creating .venv with $py"

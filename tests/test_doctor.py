@@ -11,7 +11,8 @@ def test_doctor_cli_prints_only_ok_lines():
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert r.returncode == 0, r.stdout + r.stderr
     assert lines[-1].startswith("doctor:") and ", 0 FAIL" in lines[-1]
-    assert all(ln.startswith("OK  ") for ln in lines[:-1]), [ln for ln in lines if ln.startswith("FAIL")]
+    # WARN lines (e.g. no OS isolation for the grader on this machine) are advice, not failures
+    assert all(ln.startswith(("OK  ", "WARN")) for ln in lines[:-1]), [ln for ln in lines if ln.startswith("FAIL")]
     assert any("torch" in ln for ln in lines) and any("sha256 verified" in ln for ln in lines)
 
 

@@ -213,11 +213,14 @@ class _Sandbox:
         from .sandbox import KernelDied, SandboxKernel
         from .zygote import shared_zygote
 
+        from .sandbox import isolation_level
+
         zygote = None
-        try:  # a warm parent that forks kernels: saves ~2.5 s of imports per submission
-            zygote = shared_zygote(self.course_root, self.keep)
-        except (KernelDied, OSError) as e:
-            self.notes.append(f"no warm zygote ({str(e)[:200]}); started a cold kernel")
+        if isolation_level() != "bubblewrap":  # under bubblewrap every kernel starts cold
+            try:  # a warm parent that forks kernels: saves ~2.5 s of imports per submission
+                zygote = shared_zygote(self.course_root, self.keep)
+            except (KernelDied, OSError) as e:
+                self.notes.append(f"no warm zygote ({str(e)[:200]}); started a cold kernel")
         kernel = None
         try:
             kernel = SandboxKernel(self.course_root, self.limits, keep=self.keep, zygote=zygote)

@@ -4,8 +4,18 @@ Starting a kernel costs ~0.8 s (Python + ipykernel) and the first ``import torch
 ~1.8 s, per submission. A zygote pays that once per grading process: it enters the sandbox
 namespaces, hides the course, imports the heavy modules, then forks one child per submission.
 Each child gets fresh mount, PID, network and IPC namespaces of its own (so it sees only its own
-work folder and processes), resource limits and the ``nobody`` user, then runs ipykernel in the
-already-warm interpreter. The zygote never runs student code.
+work folder and processes), its cgroup, resource limits and a uid of its own, then runs ipykernel
+in the already-warm interpreter. The zygote never runs student code.
+
+The zygote needs root (the ``"namespaces"`` level): it mounts in each child's namespace. Under
+bubblewrap every kernel would share the zygote's user namespace, in which a child that can mount
+can also see its siblings' work folders; rather than rely on dropping capabilities correctly in
+each child, :class:`Zygote` refuses to start there and the grader starts each kernel cold, under
+its own ``bwrap``.
+
+As root the spool (the folder of the kernels' work folders) is a tmpfs of the kernel's
+``tmp_mb`` (plus a little for the zygote's own files): one grading process forks one kernel at a
+time, so that is each kernel's private space, full at ``ENOSPC``.
 """
 from __future__ import annotations
 
@@ -21,15 +31,17 @@ from pathlib import Path
 
 from ..paths import REPO_ROOT
 from .files import read_text_tail
-from .limits import MAX_LOG_BYTES
-from .sandbox import (_UNSHARE, KernelDied, _hidden_paths, _kept_paths, _limit_and_drop,
-                      _mount_hidden, _scrubbed_env, _sh, isolation_level)
+from .limits import MAX_LOG_BYTES, SandboxLimits
+from .sandbox import (_UNSHARE, KernelDied, _enter_cgroups, _hidden_paths, _kept_paths,
+                      _limit_and_drop, _mount_hidden, _mount_tmpfs, _reap_stale_mounts,
+                      _scrubbed_env, _sh, _tag, _umount, isolation_level)
 
 __all__ = ["Zygote", "shared_zygote"]
 
 _PRELOAD = ("numpy", "torch", "ipykernel.kernelapp")
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET, _CLONE_NEWPID = 0x00020000, 0x08000000, 0x40000000, 0x20000000
 _PR_SET_PDEATHSIG = 1
+_SPOOL_SLACK_MB = 2  # the zygote's own files in its spool (zygote.json, zygote.log)
 
 
 def _libc_call(name: str, *args) -> None:
@@ -42,8 +54,8 @@ def _libc_call(name: str, *args) -> None:
 
 
 def _zygote_kernel(boot: dict, ready_w: int) -> None:  # pragma: no cover - runs inside the sandbox
-    """The grandchild: PID 1 of its own namespaces; hides the spool, limits, drops to nobody,
-    runs ipykernel. Never returns."""
+    """The grandchild: PID 1 of its own namespaces; hides the spool, enters its cgroup, limits,
+    drops to its own uid, runs ipykernel. Never returns."""
     code = 71
     try:
         os.close(ready_w)
@@ -52,6 +64,7 @@ def _zygote_kernel(boot: dict, ready_w: int) -> None:  # pragma: no cover - runs
         if boot["isolate"]:
             _mount_hidden([boot["spool"]], [], [work])    # other work folders disappear
             _sh("mount", "-t", "proc", "proc", "/proc")  # this namespace's processes only
+            _enter_cgroups(boot["limits"]["cgroup_procs"])
         log = os.open(os.path.join(work, "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
@@ -59,7 +72,7 @@ def _zygote_kernel(boot: dict, ready_w: int) -> None:  # pragma: no cover - runs
         os.dup2(log, 2)
         os.close(null)
         os.close(log)
-        _limit_and_drop(boot["memory_bytes"], boot["cpu_seconds"], work, boot["isolate"])
+        _limit_and_drop(boot["limits"], work, drop=boot["isolate"])
         _libc_call("prctl", _PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # after setuid: it clears it
         os.environ.clear()
         os.environ.update(boot["env"])
@@ -193,6 +206,7 @@ class Zygote:
 
     One zygote serves one grading process, one kernel at a time. Kernels started from it are
     as isolated from the grader and from each other as those started by ``unshare`` directly.
+    Under bubblewrap it refuses to start (:class:`KernelDied`, see the module docstring).
 
     >>> z = Zygote(Path("course")).start()                         # doctest: +SKIP
     >>> with SandboxKernel(Path("course"), zygote=z) as k: ...     # doctest: +SKIP
@@ -202,18 +216,62 @@ class Zygote:
         import threading
 
         self.course_root = Path(course_root).resolve()
-        self.isolate = (isolation_level() == "namespaces") if isolate is None else isolate
+        level = isolation_level()
+        if isolate is None and level == "bubblewrap":
+            raise KernelDied("no warm zygote under bubblewrap (it needs root namespaces): "
+                             "each kernel starts cold under its own bwrap")
+        self.isolate = (level == "namespaces") if isolate is None else isolate
+        self.mode = "namespaces" if self.isolate else None
         self.keep, self.cache = _kept_paths(list(keep or []))
-        self.spool = Path(tempfile.mkdtemp(prefix="olm-spool-"))
+        self.spool = Path(tempfile.mkdtemp(prefix=f"olm-spool-{_tag()}-"))
         self.spool.chmod(0o755)
         self.proc: subprocess.Popen | None = None
         self._buf = b""
         self._lock = threading.Lock()
+        self._spool_mb: int | None = None   # size of the spool's tmpfs (None: not a tmpfs)
+        self._spool_problem: str | None = None
+
+    def _mount_spool(self) -> None:
+        """As root: the spool becomes a tmpfs (before the zygote starts, so its namespace and
+        every kernel's see the same one); its size is set per kernel by :meth:`size_spool`."""
+        if not (self.isolate and os.geteuid() == 0):
+            self._spool_problem = "the spool is a tmpfs only as root with namespaces"
+            return
+        _reap_stale_mounts()
+        try:
+            _mount_tmpfs(self.spool, SandboxLimits().tmp_mb + _SPOOL_SLACK_MB, 0)
+            self._spool_mb = SandboxLimits().tmp_mb
+        except (OSError, subprocess.SubprocessError) as e:
+            self._spool_problem = f"cannot mount a tmpfs on the spool: {e}"
+
+    def size_spool(self, tmp_mb: int) -> str | None:
+        """Make the spool's tmpfs ``tmp_mb`` (the next kernel's private space); a problem, or
+        None. Shrinking fails while a previous kernel's files still fill it."""
+        if self._spool_mb is None:
+            return self._spool_problem
+        if tmp_mb != self._spool_mb:
+            r = subprocess.run(["mount", "-o", f"remount,size={int(tmp_mb) + _SPOOL_SLACK_MB}m",
+                                str(self.spool)], capture_output=True, timeout=30)
+            if r.returncode != 0:
+                return f"cannot resize the spool's tmpfs: {r.stderr.decode(errors='replace')[:200]}"
+            self._spool_mb = tmp_mb
+        return None
 
     def start(self, ready_timeout: float = 120.0) -> "Zygote":
+        """Start the zygote and wait until it has imported the heavy modules; on failure its
+        spool (and the spool's tmpfs) is removed before the error propagates."""
+        try:
+            return self._start(ready_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, ready_timeout: float) -> "Zygote":
+        self._mount_spool()
         env = _scrubbed_env(self.spool, self.cache)
         env["PYTHONPATH"] = str(REPO_ROOT)
-        cfg = {"hide": _hidden_paths(self.course_root) if self.isolate else [], "keep": self.keep,
+        hide = _hidden_paths(self.course_root, [str(self.spool.parent)]) if self.isolate else []
+        cfg = {"hide": hide, "keep": self.keep,
                "spool": str(self.spool), "isolate": self.isolate, "env": env}
         path = self.spool / "zygote.json"
         path.write_text(json.dumps(cfg))
@@ -283,6 +341,11 @@ class Zygote:
                 except ProcessLookupError:
                     pass
                 self.proc.wait(timeout=30)
+        if self._spool_mb is not None:
+            problem = _umount(self.spool)
+            if problem:
+                print(f"course_lib.grading.zygote: {problem}", file=sys.stderr)
+            self._spool_mb = None
         shutil.rmtree(self.spool, ignore_errors=True)
 
 
