@@ -57,7 +57,7 @@ def chromium_executable() -> str:
 def chromium_browser():
     """A headless Chromium driven by Playwright (which never downloads a browser here)."""
     executable = chromium_executable()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (test extra)")
+    from playwright import sync_api  # pinned in the test extra: missing is a failure, not a skip
     args = list(CHROMIUM_FLAGS) + (["--no-sandbox"] if os.geteuid() == 0 else [])
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, headless=True, args=args)

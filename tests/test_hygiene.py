@@ -63,3 +63,18 @@ def test_labs_mirror_solutions():
     sols = {p.name for p in (REPO / "solutions").iterdir() if p.is_dir()}
     labs = {p.name for p in (REPO / "labs").iterdir() if p.is_dir()}
     assert sols == labs, f"labs/ and solutions/ differ: only in solutions {sols - labs}, only in labs {labs - sols}"
+
+
+def test_no_importorskip_for_pinned_packages():
+    """A pinned package that fails to import is a broken setup: the test must fail, not skip."""
+    import re
+
+    from course_lib.doctor import pinned_versions
+
+    pinned = {name.lower().replace("-", "_") for name in pinned_versions(include_test=True)}
+    offenders = []
+    for py in (REPO / "tests").glob("*.py"):
+        for mod in re.findall(r"importorskip\(\s*['\"]([\w.]+)['\"]", py.read_text()):
+            if mod.split(".")[0].lower() in pinned:
+                offenders.append(f"{py.name}: {mod}")
+    assert not offenders, f"import pinned packages directly: {offenders}"
