@@ -299,17 +299,6 @@ class _Sandbox:
                                  "traceback": []})
         return r["outputs"]
 
-    def run_test_inside(self, source: str, timeout: float | None = None) -> dict:
-        """Run a test cell in the student's kernel (nbgrader's way, but sandboxed); return the
-        verdict in the trusted runner's format. Only for tests that hand objects to student
-        code (see :meth:`_Run.judge_test`)."""
-        outs = self.run_cell(source, timeout=timeout)
-        text = "".join(o.get("text", "") for o in outs if o.get("output_type") == "stream"
-                       and o.get("name") == "stdout")[:MAX_CELL_OUTPUT_CHARS]
-        err = next((o for o in outs if o.get("output_type") == "error"), None)
-        return {"stdout": text, "ename": err["ename"] if err else None,
-                "evalue": err["evalue"] if err else None, "exc": None}
-
     def after_remote_failure(self):
         if self.session.dead_reason and self.revive(self.session.dead_reason):
             self.session.dead_reason = None
@@ -415,12 +404,8 @@ class _Run:
             self.sandbox.session.call_timeout_s = max(1.0, min(self.call_timeout, self._time_left()))
             res = self.trusted.run(cell.source, gid)
         if isinstance(res["exc"], Unsendable):
-            # Transitional: a lab whose test hands student code an object (a model, a function)
-            # is judged inside the sandbox, as nbgrader would, and the report says so. Such a
-            # verdict can be faked by the submission: those lab tests must move to plain data.
-            res = self.sandbox.run_test_inside(cell.source, timeout=self.sandbox.session.call_timeout_s)
-            self.result.notes.append(f"{gid}: verdict computed inside the sandbox (the test passes "
-                                     "objects to student code; it should pass plain data)")
+            self.result.notes.append(f"{gid}: the test passes an object to student code, which "
+                                     "the grader does not do: fix the test to pass plain data")
         t["passed"] = res["ename"] is None
         t["points"] = t["max"] if t["passed"] else 0.0
         t["reason"] = "passed" if t["passed"] else \
