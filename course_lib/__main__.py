@@ -12,6 +12,18 @@ import argparse
 import sys
 
 
+# (command-line option, SandboxLimits field, type, help): the defaults come from SandboxLimits
+_LIMIT_OPTIONS = [
+    ("--memory-gb", "memory_gb", float, "memory limit per submission"),
+    ("--cell-timeout", "call_timeout_s", float, "seconds per cell or call"),
+    ("--cpu-seconds", "cpu_seconds", int, "CPU seconds per submission"),
+    ("--submission-timeout", "submission_timeout_s", float,
+     "wall seconds per submission, all cells together"),
+    ("--max-processes", "max_processes", int, "processes and threads per submission"),
+    ("--tmp-mb", "tmp_mb", int, "MB of private writable space per submission"),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     from .grading.limits import SandboxLimits
 
@@ -32,18 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     gr.add_argument("--student", help="grade only this student")
     gr.add_argument("--course", help="nbgrader course folder (default: this repository)")
     gr.add_argument("--csv", help="where to export grades (default: <course>/grades/<lab>.csv)")
-    gr.add_argument("--memory-gb", type=float, default=defaults["memory_gb"],
-                    help="memory limit per submission (default: %(default)s)")
-    gr.add_argument("--cell-timeout", type=float, default=defaults["call_timeout_s"],
-                    help="seconds per cell or call (default: %(default)s)")
-    gr.add_argument("--cpu-seconds", type=int, default=defaults["cpu_seconds"],
-                    help="CPU seconds per submission (default: %(default)s)")
-    gr.add_argument("--submission-timeout", type=float, default=defaults["submission_timeout_s"],
-                    help="wall seconds per submission, all cells together (default: %(default)s)")
-    gr.add_argument("--max-processes", type=int, default=defaults["max_processes"],
-                    help="processes and threads per submission (default: %(default)s)")
-    gr.add_argument("--tmp-mb", type=int, default=defaults["tmp_mb"],
-                    help="MB of private writable space per submission (default: %(default)s)")
+    for option, field, kind, what in _LIMIT_OPTIONS:  # one option per SandboxLimits field
+        gr.add_argument(option, dest=field, type=kind, default=defaults[field],
+                        help=f"{what} (default: %(default)s)")
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
@@ -62,12 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             results = grade_lab(args.lab, args.submissions, workers=args.workers,
                                 student=args.student, course_root=args.course or REPO_ROOT,
                                 csv_path=args.csv,
-                                limits={"memory_gb": args.memory_gb,
-                                        "call_timeout_s": args.cell_timeout,
-                                        "cpu_seconds": args.cpu_seconds,
-                                        "submission_timeout_s": args.submission_timeout,
-                                        "max_processes": args.max_processes,
-                                        "tmp_mb": args.tmp_mb})
+                                limits={field: getattr(args, field)
+                                        for _, field, _, _ in _LIMIT_OPTIONS})
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
         # exit 1 when something could not be graded: a script or service must notice

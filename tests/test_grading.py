@@ -70,3 +70,16 @@ def test_fast_alembic_head_matches_nbgrader():
     with nb_api._temp_alembic_ini("sqlite:////tmp/gradebook.db") as ini:
         out = subprocess.check_output(["alembic", "-c", ini, "heads"]).decode()
     assert fast == out.split("\n")[0].split(" ")[0]
+
+
+def test_grade_command_line_offers_every_limit_with_its_default(capsys):
+    """Each SandboxLimits field has an option whose default is the dataclass's own."""
+    from course_lib.__main__ import _LIMIT_OPTIONS, main
+    from course_lib.grading.limits import SandboxLimits
+
+    assert {f for _, f, _, _ in _LIMIT_OPTIONS} == set(SandboxLimits.field_defaults())
+    with pytest.raises(SystemExit):
+        main(["grade", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, field, _, _ in _LIMIT_OPTIONS:
+        assert option in text and f"(default: {SandboxLimits.field_defaults()[field]})" in text
