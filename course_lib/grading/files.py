@@ -26,8 +26,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["UnsafeFile", "open_dir", "read_regular", "write_new", "read_path", "read_text_tail",
-           "copy_in"]
+__all__ = ["UnsafeFile", "open_dir", "read_regular", "write_new", "read_path", "read_text_tail"]
 
 
 class UnsafeFile(OSError):
@@ -148,17 +147,3 @@ def read_text_tail(path: str | os.PathLike, max_bytes: int) -> str:
         return ""
     finally:
         os.close(f)
-
-
-def copy_in(root: str | os.PathLike, rel: str | os.PathLike, dest: str | os.PathLike,
-            max_bytes: int) -> Path:
-    """Copy ``root/rel`` (read as :func:`read_path` does) to a new regular file ``dest``."""
-    data = read_path(root, rel, max_bytes)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd = open_dir(dest.parent)
-    try:
-        write_new(fd, dest.name, data)
-    finally:
-        os.close(fd)
-    return dest

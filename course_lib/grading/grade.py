@@ -31,12 +31,10 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 
 from ..paths import REPO_ROOT
