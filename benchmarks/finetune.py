@@ -32,8 +32,13 @@ def main() -> None:
 
     from course_lib import evaluation, interpret
     from course_lib.data import load_minilm, load_rotten_tomatoes
-    from course_lib.finetune import (embed_texts, load_sentiment_classifier, predict_proba,
-                                     train_bag_of_words, train_linear_probe)
+    from course_lib.finetune import (
+        embed_texts,
+        load_sentiment_classifier,
+        predict_proba,
+        train_bag_of_words,
+        train_linear_probe,
+    )
 
     hf_logging.set_verbosity_error()
     n_train, epochs, max_length = (64, 1, 64) if args.quick else (3000, 2, 64)

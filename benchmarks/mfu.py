@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from course_lib.model import build_model, count_parameters, make_config  # noqa: E402
-from course_lib.profiling import (flops_per_token, measure_matmul_flops, peak_flops,  # noqa: E402
-                                  resolve_device)
+from course_lib.profiling import flops_per_token, measure_matmul_flops, peak_flops, resolve_device  # noqa: E402
 from course_lib.training import TrainConfig, train  # noqa: E402
 
 

@@ -31,8 +31,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from course_lib.model import build_model, count_parameters, make_config  # noqa: E402
-from course_lib.training import (COURSE_RECIPES, TrainConfig, evaluate_bits_per_byte, get_batch,  # noqa: E402
-                                 make_optimizer, next_token_loss, shakespeare_bytes, train)
+from course_lib.training import (  # noqa: E402
+    COURSE_RECIPES,
+    TrainConfig,
+    evaluate_bits_per_byte,
+    get_batch,
+    make_optimizer,
+    next_token_loss,
+    shakespeare_bytes,
+    train,
+)
 
 
 def bare_loop(model, ids, steps, batch_size, block_size, lr, seed) -> float:

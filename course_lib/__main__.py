@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 # (command-line option, SandboxLimits field, type, help): the defaults come from SandboxLimits
 _LIMIT_OPTIONS = [
     ("--memory-gb", "memory_gb", float, "memory limit per submission"),

@@ -30,6 +30,8 @@ import math
 import torch
 import torch.nn as nn
 
+from ._validation import check_positive_int, check_tensor
+
 __all__ = [
     "causal_mask",
     "scaled_dot_product_attention",
@@ -39,18 +41,6 @@ __all__ = [
     "KVCache",
     "CausalSelfAttention",
 ]
-
-
-def _check_tensor(name: str, x, ndim: int | None = None) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if ndim is not None and x.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def causal_mask(q_len: int, kv_len: int | None = None, device=None) -> torch.Tensor:
@@ -81,9 +71,9 @@ def causal_mask(q_len: int, kv_len: int | None = None, device=None) -> torch.Ten
     >>> causal_mask(1, 4).int()          # one new token sees the 3 cached ones and itself
     tensor([[1, 1, 1, 1]], dtype=torch.int32)
     """
-    _check_positive_int("q_len", q_len)
+    check_positive_int("q_len", q_len)
     kv_len = q_len if kv_len is None else kv_len
-    _check_positive_int("kv_len", kv_len)
+    check_positive_int("kv_len", kv_len)
     if kv_len < q_len:
         raise ValueError(f"kv_len must be >= q_len (keys include every query), got q_len={q_len}, "
                          f"kv_len={kv_len}")
@@ -117,7 +107,7 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     out : Tensor ``(..., Tq, Dv)``, and ``weights`` if ``return_weights``.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(name, x)
+        check_tensor(name, x)
         if x.dim() < 2:
             raise ValueError(f"{name} must have at least 2 dimensions (..., T, D), got {tuple(x.shape)}")
     if q.shape[-1] != k.shape[-1]:
@@ -132,7 +122,7 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         cm = causal_mask(t_q, t_k, device=q.device)
         mask = cm if mask is None else (mask.to(torch.bool) & cm)
     if mask is not None:
-        _check_tensor("mask", mask)
+        check_tensor("mask", mask)
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -162,12 +152,12 @@ def rope_cos_sin(positions, head_dim: int, base: float = 10000.0, dtype=torch.fl
     -------
     cos, sin : Tensors ``(*positions.shape, D)``.
     """
-    _check_positive_int("head_dim", head_dim)
+    check_positive_int("head_dim", head_dim)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for RoPE (channels are rotated in pairs), got {head_dim}")
     if isinstance(positions, int):
         positions = torch.arange(positions)
-    _check_tensor("positions", positions)
+    check_tensor("positions", positions)
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     freqs = positions.to(torch.float32)[..., None] * inv_freq.to(positions.device)  # (..., D/2)
     emb = torch.cat((freqs, freqs), dim=-1)                                          # (..., D)
@@ -182,7 +172,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` ``(B, H, T, D)`` by the angles in ``cos``/``sin`` ``(T, D)`` or ``(B, T, D)``."""
-    _check_tensor("x", x, ndim=4)
+    check_tensor("x", x, ndim=4)
     if cos.shape[-1] != x.shape[-1] or cos.shape[-2] != x.shape[-2]:
         raise ValueError(f"cos/sin must end in (T, D) = {tuple(x.shape[-2:])} to match x, got "
                          f"{tuple(cos.shape)}")
@@ -214,8 +204,8 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Append ``k``, ``v`` ``(B, H, T_new, D)`` for ``layer``; return all keys/values so far."""
-        _check_tensor("k", k, ndim=4)
-        _check_tensor("v", v, ndim=4)
+        check_tensor("k", k, ndim=4)
+        check_tensor("v", v, ndim=4)
         if layer in self.keys:
             k = torch.cat((self.keys[layer], k), dim=-2)
             v = torch.cat((self.values[layer], v), dim=-2)
@@ -268,10 +258,10 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None,
                  rope_base: float | None = 10000.0, use_sdpa: bool = False, layer_idx: int = 0):
         super().__init__()
-        _check_positive_int("d_model", d_model)
-        _check_positive_int("n_heads", n_heads)
+        check_positive_int("d_model", d_model)
+        check_positive_int("n_heads", n_heads)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        _check_positive_int("n_kv_heads", n_kv_heads)
+        check_positive_int("n_kv_heads", n_kv_heads)
         if d_model % n_heads:
             raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model}, "
                              f"n_heads={n_heads}")
@@ -294,7 +284,7 @@ class CausalSelfAttention(nn.Module):
         cached ones, and their keys/values are appended to the cache.
         ``return_weights=True`` also returns the weights ``(B, H, T, T_total)`` (from-scratch path).
         """
-        _check_tensor("x", x, ndim=3)
+        check_tensor("x", x, ndim=3)
         if x.shape[-1] != self.d_model:
             raise ValueError(f"x must have last dimension d_model={self.d_model}, got {tuple(x.shape)}")
         B, T, _ = x.shape

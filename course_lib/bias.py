@@ -35,6 +35,8 @@ from itertools import product
 
 import numpy as np
 
+from ._validation import check_positive_int
+
 __all__ = [
     "NAME_SLOT",
     "WORD_SLOT",
@@ -166,11 +168,6 @@ def paired_differences(scores_a, scores_b) -> np.ndarray:
     return a - b
 
 
-def _check_positive_int(x, arg: str, minimum: int = 1) -> None:
-    if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or x < minimum:
-        raise ValueError(f"{arg} must be an int >= {minimum}, got {x!r}")
-
-
 def sign_flip_test(diffs, n_permutations: int = 10_000, seed: int = 0,
                    alternative: str = "two-sided") -> float:
     """Paired permutation test of "mean difference = 0" by random sign flips.
@@ -198,7 +195,7 @@ def sign_flip_test(diffs, n_permutations: int = 10_000, seed: int = 0,
     0.25
     """
     d = _as_1d(diffs, "diffs")
-    _check_positive_int(n_permutations, "n_permutations")
+    check_positive_int("n_permutations", n_permutations)
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
 
@@ -247,7 +244,7 @@ def bootstrap_ci(diffs, n_boot: int = 10_000, confidence: float = 0.95, seed: in
     True
     """
     d = _as_1d(diffs, "diffs")
-    _check_positive_int(n_boot, "n_boot")
+    check_positive_int("n_boot", n_boot)
     if not isinstance(confidence, float) or not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be a float strictly between 0 and 1, got {confidence!r}")
     rng = np.random.default_rng(seed)
@@ -398,7 +395,7 @@ def binomial_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]
     >>> [round(x, 3) for x in binomial_ci(60, 100)]
     [0.502, 0.691]
     """
-    _check_positive_int(n, "n")
+    check_positive_int("n", n)
     if not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
         raise ValueError(f"k must be an int between 0 and n={n}, got {k!r}")
     if not isinstance(confidence, float) or not 0.0 < confidence < 1.0:
@@ -419,7 +416,7 @@ def binomial_test(k: int, n: int, p: float = 0.5) -> float:
     """Exact two-sided binomial test p-value of ``k`` successes in ``n`` trials against ``p``."""
     from scipy.stats import binomtest
 
-    _check_positive_int(n, "n")
+    check_positive_int("n", n)
     if not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
         raise ValueError(f"k must be an int between 0 and n={n}, got {k!r}")
     return float(binomtest(int(k), int(n), p).pvalue)
@@ -469,7 +466,7 @@ def sentence_log_likelihoods(model, tokenizer, sentences, prefix_token_id: int |
     sentences = list(sentences)
     if not sentences:
         raise ValueError("sentences is empty")
-    _check_positive_int(batch_size, "batch_size")
+    check_positive_int("batch_size", batch_size)
     if prefix_token_id is None:
         prefix_token_id = getattr(tokenizer, "bos_token_id", None)
         if prefix_token_id is None:
@@ -585,7 +582,7 @@ def bbq_bias_score(n_biased: int, n_non_unknown: int, accuracy: float | None = N
     >>> bbq_bias_score(30, 40, accuracy=0.8)
     0.1
     """
-    _check_positive_int(n_non_unknown, "n_non_unknown")
+    check_positive_int("n_non_unknown", n_non_unknown)
     if not isinstance(n_biased, (int, np.integer)) or not 0 <= n_biased <= n_non_unknown:
         raise ValueError(f"n_biased must be an int between 0 and n_non_unknown={n_non_unknown}, "
                          f"got {n_biased!r}")

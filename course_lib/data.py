@@ -23,8 +23,6 @@ import bz2
 import json
 import os
 import re
-import time
-import unicodedata
 from functools import lru_cache
 from pathlib import Path
 

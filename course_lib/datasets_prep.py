@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ._validation import check_int, check_positive_int, check_str, check_texts
+
 __all__ = [
     "normalize_text",
     "exact_duplicate_groups",
@@ -53,26 +55,6 @@ __all__ = [
     "pack_blocks",
     "tokenize_and_pack",
 ]
-
-
-def _check_str(name: str, value) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-
-
-def _check_texts(name: str, texts) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Iterable):
-        raise TypeError(f"{name} must be a list of str (one per document), got {type(texts).__name__}")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
-    return texts
-
-
-def _check_int(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +103,7 @@ def normalize_text(text: str, form: str = "NFKC", ascii_punctuation: bool = True
     >>> normalize_text("\\uff2d\\uff41\\uff43\\uff42\\uff45\\uff54\\uff48 &amp; <b>Lady</b>\\r\\n")
     'Macbeth & Lady'
     """
-    _check_str("text", text)
+    check_str("text", text)
     if form not in ("NFKC", "NFC", "NFKD", "NFD", None):
         raise ValueError(f"form must be 'NFKC', 'NFC', 'NFKD', 'NFD' or None, got {form!r}")
     if strip_html:
@@ -157,7 +139,7 @@ def exact_duplicate_groups(texts: Sequence[str], key: Callable[[str], str] | Non
     >>> exact_duplicate_groups(["To be.", "to be.", "To  be.", "Not to be."])
     [[0, 2]]
     """
-    texts = _check_texts("texts", texts)
+    texts = check_texts("texts", texts)
     if key is not None and not callable(key):
         raise TypeError(f"key must be a callable str -> str or None, got {type(key).__name__}")
     groups: dict[bytes, list[int]] = defaultdict(list)
@@ -180,8 +162,8 @@ def shingles(text: str, k: int = 5, unit: str = "word") -> set[str]:
     >>> sorted(shingles("To be, or not to be", k=3))
     ['be or not', 'not to be', 'or not to', 'to be or']
     """
-    _check_str("text", text)
-    _check_int("k", k)
+    check_str("text", text)
+    check_positive_int("k", k)
     if unit == "word":
         units = _WORD.findall(text.lower())
         joined = [" ".join(units[i:i + k]) for i in range(max(len(units) - k + 1, 1))]
@@ -230,8 +212,8 @@ def minhash_signatures(texts: Sequence[str], num_perm: int = 128, k: int = 5, un
     np.ndarray of uint64, shape ``(len(texts), num_perm)``. An empty document's row is all
     ``2**31 - 1`` (it matches only other empty documents).
     """
-    texts = _check_texts("texts", texts)
-    _check_int("num_perm", num_perm)
+    texts = check_texts("texts", texts)
+    check_positive_int("num_perm", num_perm)
     rng = np.random.default_rng(seed)
     # x, a, b < p = 2**31 - 1 keep a*x + b below 2**63: exact uint64 arithmetic. (a and b must
     # range over all of [0, p): with a small p-to-x ratio, (a x + b) mod p rarely wraps around,
@@ -272,7 +254,7 @@ def lsh_candidate_pairs(signatures: np.ndarray, bands: int) -> set[tuple[int, in
     signatures = np.asarray(signatures)
     if signatures.ndim != 2:
         raise ValueError(f"signatures must be 2-D (documents, num_perm), got shape {signatures.shape}")
-    _check_int("bands", bands)
+    check_positive_int("bands", bands)
     n, num_perm = signatures.shape
     if num_perm % bands:
         raise ValueError(f"bands must divide num_perm={num_perm}, got bands={bands}")
@@ -319,7 +301,7 @@ def near_duplicate_pairs(texts: Sequence[str], threshold: float = 0.7, num_perm:
     >>> [(i, j) for i, j, _ in near_duplicate_pairs(docs, k=3)]
     [(0, 1)]
     """
-    texts = _check_texts("texts", texts)
+    texts = check_texts("texts", texts)
     if not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
     if signatures is None:
@@ -345,7 +327,7 @@ def duplicate_clusters(n: int, pairs: Iterable[Sequence[int]]) -> list[list[int]
     >>> duplicate_clusters(5, [(0, 3), (3, 4)])
     [[0, 3, 4]]
     """
-    _check_int("n", n, minimum=0)
+    check_int("n", n, minimum=0)
     parent = list(range(n))
 
     def find(i):
@@ -374,7 +356,7 @@ def keep_first(n: int, clusters: Iterable[Sequence[int]]) -> list[int]:
     >>> keep_first(5, [[0, 3, 4]])
     [0, 1, 2]
     """
-    _check_int("n", n, minimum=0)
+    check_int("n", n, minimum=0)
     drop = {i for c in clusters for i in sorted(c)[1:]}
     return [i for i in range(n) if i not in drop]
 
@@ -424,7 +406,7 @@ def find_pii(text: str, kinds: Sequence[str] = ("email", "ip", "phone")) -> list
     >>> find_pii("write to ann@example.org")
     [('email', 9, 24, 'ann@example.org')]
     """
-    _check_str("text", text)
+    check_str("text", text)
     unknown = set(kinds) - set(PII_PATTERNS)
     if isinstance(kinds, str) or unknown:
         raise ValueError(f"kinds must be a list drawn from {sorted(PII_PATTERNS)}, got {kinds!r}")
@@ -479,9 +461,9 @@ def ngram_overlap(train_texts: Sequence[str], val_texts: Sequence[str], n: int =
     -------
     float in [0, 1] (0.0 if the validation texts have no n-gram).
     """
-    train_texts = _check_texts("train_texts", train_texts)
-    val_texts = _check_texts("val_texts", val_texts)
-    _check_int("n", n)
+    train_texts = check_texts("train_texts", train_texts)
+    val_texts = check_texts("val_texts", val_texts)
+    check_positive_int("n", n)
     seen: set[str] = set()
     for t in train_texts:
         seen |= shingles(t, k=n)
@@ -504,7 +486,7 @@ def encode_bytes(text: str) -> list[int]:
     >>> encode_bytes("Hi—")
     [72, 105, 226, 128, 148]
     """
-    _check_str("text", text)
+    check_str("text", text)
     return list(text.encode("utf-8"))
 
 
@@ -533,9 +515,9 @@ def pack_blocks(sequences: Sequence[Sequence[int]], block_size: int, separator_i
     >>> pack_blocks([[1, 2, 3], [4, 5]], block_size=3, separator_id=0)
     [[1, 2, 3], [0, 4, 5]]
     """
-    _check_int("block_size", block_size)
+    check_positive_int("block_size", block_size)
     if separator_id is not None:
-        _check_int("separator_id", separator_id, minimum=0)
+        check_int("separator_id", separator_id, minimum=0)
     if isinstance(sequences, (str, bytes)):
         raise TypeError("sequences must be a list of token-id lists, got a single str/bytes; "
                         "encode it first (e.g. encode_bytes(text))")
@@ -625,8 +607,8 @@ def tokenize_and_pack(dataset, block_size: int, tokenizer=None, text_column: str
     if text_column not in dataset.column_names:
         raise ValueError(f"text_column {text_column!r} is not a column of the dataset; columns are "
                          f"{dataset.column_names}")
-    _check_int("block_size", block_size)
-    _check_int("batch_size", batch_size)
+    check_positive_int("block_size", block_size)
+    check_positive_int("batch_size", batch_size)
     encode = _tokenize_fn(tokenizer)
 
     def tokenize(batch):

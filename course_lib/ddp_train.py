@@ -33,8 +33,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .model import build_model, make_config
-from .training import (TrainConfig, _quiet_save_pretrained, evaluate_bits_per_byte, get_batch, lr_at,
-                       make_optimizer, next_token_loss, shakespeare_bytes)
+from .training import (
+    TrainConfig,
+    evaluate_bits_per_byte,
+    get_batch,
+    lr_at,
+    make_optimizer,
+    next_token_loss,
+    save_pretrained_quietly,
+    shakespeare_bytes,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,7 +117,7 @@ def main(argv=None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rank{rank}.json").write_text(json.dumps(result))
         if rank == 0:
-            _quiet_save_pretrained(model, out)
+            save_pretrained_quietly(model, out)
             (out / "history.json").write_text(json.dumps(history))
     dist.barrier()
     dist.destroy_process_group()

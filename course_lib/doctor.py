@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .resources import RESOURCES, MissingResourceError, ChecksumError, package_file
-
 from .paths import REPO_ROOT
+from .resources import RESOURCES, ChecksumError, MissingResourceError, package_file
+from .versions import pinned_versions
 
 
 @dataclass
@@ -28,22 +28,6 @@ class Check:
     def line(self) -> str:
         return f"{'FAIL' if not self.ok else 'WARN' if self.warn else 'OK  '}  {self.name}: {self.detail}"
 
-
-def pinned_versions(pyproject: Path = REPO_ROOT / "pyproject.toml",
-                    include_test: bool = False) -> dict[str, str]:
-    """``{distribution: version}`` for every ``==`` pin in pyproject.toml: the course's
-    dependencies and --no-deps packages, plus the test tools when ``include_test``."""
-    import tomllib
-
-    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    specs = list(data["project"]["dependencies"]) + list(data["tool"]["open-llm-lab"]["no-deps"])
-    if include_test:
-        specs += list(data["project"]["optional-dependencies"]["test"])
-    pins = {}
-    for spec in specs:
-        name, _, version = spec.partition("==")
-        pins[name.strip()] = version.strip()
-    return pins
 
 
 def _normalise(name: str) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import check_int, check_texts
 from .resources import cache_dir
 
 __all__ = [
@@ -60,20 +61,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_texts(texts, name: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{name} must be a list of strings, not a single str; wrap it: [{texts[:30]!r}]")
-    texts = list(texts)
-    if not texts:
-        raise ValueError(f"{name} is empty; pass at least one text")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
-        if not t.strip():
-            raise ValueError(f"{name}[{i}] is an empty (or blank) string; drop it before classifying")
-    return texts
-
-
 def _check_labels(labels, n: int, name: str = "labels") -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1 or len(y) != n:
@@ -81,11 +68,6 @@ def _check_labels(labels, n: int, name: str = "labels") -> np.ndarray:
     if not np.isin(y, (0, 1)).all():
         raise ValueError(f"{name} must hold 0 (rotten) and 1 (fresh) only, got values {np.unique(y)[:10]}")
     return y.astype(np.int64)
-
-
-def _check_max_length(max_length) -> None:
-    if not isinstance(max_length, int) or not 8 <= max_length <= 512:
-        raise ValueError(f"max_length must be an int between 8 and 512 tokens, got {max_length!r}")
 
 
 def embed_texts(model, tokenizer, texts, max_length: int = 64, batch_size: int = 64,
@@ -106,8 +88,8 @@ def embed_texts(model, tokenizer, texts, max_length: int = 64, batch_size: int =
     -------
     np.ndarray, shape (N, hidden) float32 (hidden = 384 for MiniLM)
     """
-    texts = _check_texts(texts)
-    _check_max_length(max_length)
+    texts = check_texts("texts", texts, allow_empty=False, allow_blank=False)
+    check_int("max_length", max_length, minimum=8, maximum=512)
     encoder = getattr(model, "base_model", model)
     encoder.eval()
 
@@ -174,7 +156,7 @@ def train_bag_of_words(texts, labels, ngram_range=(1, 2), C: float = 1.0, min_df
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    texts = _check_texts(texts)
+    texts = check_texts("texts", texts, allow_empty=False, allow_blank=False)
     y = _check_labels(labels, len(texts))
     clf = make_pipeline(CountVectorizer(ngram_range=tuple(ngram_range), min_df=min_df,
                                         binary=True),
@@ -192,8 +174,8 @@ def predict_proba(model, tokenizer, texts, max_length: int = 64, batch_size: int
     """
     import torch
 
-    texts = _check_texts(texts)
-    _check_max_length(max_length)
+    texts = check_texts("texts", texts, allow_empty=False, allow_blank=False)
+    check_int("max_length", max_length, minimum=8, maximum=512)
     model.eval()
     return _map_batches(lambda enc: torch.softmax(model(**enc).logits.double(), dim=-1).numpy(),
                         tokenizer, texts, max_length, batch_size, progress, "predicting")
@@ -226,18 +208,18 @@ def fine_tune(model, tokenizer, train_texts, train_labels, val_texts=None, val_l
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    train_texts = _check_texts(train_texts, "train_texts")
+    train_texts = check_texts("train_texts", train_texts, allow_empty=False, allow_blank=False)
     y = _check_labels(train_labels, len(train_texts), "train_labels")
     if (val_texts is None) != (val_labels is None):
         raise ValueError("pass both val_texts and val_labels, or neither")
     if val_texts is not None:
-        val_texts = _check_texts(val_texts, "val_texts")
+        val_texts = check_texts("val_texts", val_texts, allow_empty=False, allow_blank=False)
         y_val = _check_labels(val_labels, len(val_texts), "val_labels")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    _check_max_length(max_length)
+    check_int("max_length", max_length, minimum=8, maximum=512)
 
     set_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -257,7 +239,7 @@ def fine_tune(model, tokenizer, train_texts, train_labels, val_texts=None, val_l
 
     history, step = [], 0
     bar = tqdm(total=total, desc="fine-tuning", disable=not progress)
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         order = torch.randperm(len(train_texts), generator=gen).tolist()
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
@@ -341,7 +323,7 @@ def load_sentiment_classifier(n_train: int = 3000, epochs: int = 2, max_length: 
         raise ValueError(f"n_train must be an int >= 16, got {n_train!r}")
     if not isinstance(epochs, int) or not 1 <= epochs <= 20:
         raise ValueError(f"epochs must be an int between 1 and 20, got {epochs!r}")
-    _check_max_length(max_length)
+    check_int("max_length", max_length, minimum=8, maximum=512)
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
 

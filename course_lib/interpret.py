@@ -27,7 +27,6 @@ Example
 from __future__ import annotations
 
 import math
-from itertools import combinations
 
 import numpy as np
 

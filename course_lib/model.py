@@ -187,7 +187,7 @@ def non_embedding_parameters(config) -> int:
     return layers * (attn + mlp + 2 * d) + d
 
 
-def flops_per_token(config, seq_len: int, training: bool = True) -> float:
+def flops_per_token(config, seq_len: int | None = None, training: bool = True) -> float:
     """Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B).
 
     Training: ``6 N + 12 L H Q T`` with N the non-embedding parameters, L layers, H heads, Q head
@@ -199,8 +199,9 @@ def flops_per_token(config, seq_len: int, training: bool = True) -> float:
     Parameters
     ----------
     config : transformers.LlamaConfig (or any object with the Llama config attributes)
-    seq_len : int
-        T, the context length the model runs at (tokens).
+    seq_len : int or None
+        T, the context length the model runs at (tokens); ``None`` uses the config's
+        ``max_position_embeddings``.
     training : bool
         True: forward + backward; False: forward only.
 
@@ -213,12 +214,21 @@ def flops_per_token(config, seq_len: int, training: bool = True) -> float:
     >>> cfg = make_config("tiny")
     >>> flops_per_token(cfg, 64) == 3 * flops_per_token(cfg, 64, training=False)
     True
+    >>> flops_per_token(cfg) == flops_per_token(cfg, cfg.max_position_embeddings)
+    True
     """
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-        raise ValueError(f"seq_len must be a positive int (tokens), got {seq_len!r}")
     for attr in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if not hasattr(config, attr):
             raise TypeError(f"config must be a LlamaConfig-like object with {attr!r}, got {type(config).__name__}")
+    if not isinstance(training, bool):
+        raise TypeError(f"training must be True or False, got {training!r}")
+    if seq_len is None:
+        seq_len = getattr(config, "max_position_embeddings", None)
+        if seq_len is None:
+            raise TypeError(f"config must have max_position_embeddings (or pass seq_len=...), got "
+                            f"{type(config).__name__}")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len must be a positive int (tokens), got {seq_len!r}")
     n = non_embedding_parameters(config)
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads

@@ -9,7 +9,6 @@ saves that do not change the cell, and a notebook normalised twice is byte-ident
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -22,7 +21,7 @@ LANGUAGE_INFO = {"name": "python"}
 def _stable_id(index: int, cell) -> str:
     first = (cell.get("source") or "").split("\n", 1)[0]
     slug = re.sub(r"[^a-z0-9]+", "-", first.lower()).strip("-")[:24] or cell["cell_type"]
-    digest = hashlib.sha1(f"{index}:{cell['cell_type']}:{first}".encode()).hexdigest()[:6]
+    digest = hashlib.sha1(f"{index}:{cell['cell_type']}:{first}".encode(), usedforsecurity=False).hexdigest()[:6]
     return f"c{index:02d}-{slug}-{digest}"[:64]
 
 

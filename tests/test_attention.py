@@ -31,9 +31,11 @@ def test_causal_mask_lower_triangle_and_offset():
     assert causal_mask(2, 5).int().tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
-def test_causal_mask_rejects_bad_lengths(bad):
-    with pytest.raises(ValueError, match="q_len"):
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-1, ValueError), (2.0, TypeError),
+                                       (True, TypeError)])
+def test_causal_mask_rejects_bad_lengths(bad, error):
+    # course_lib._validation: a wrong type is a TypeError, a wrong value a ValueError
+    with pytest.raises(error, match="q_len must be an int >= 1"):
         causal_mask(bad)
 
 

@@ -34,7 +34,7 @@ def test_scripts_are_executable_bash_with_set_e():
     assert "--no-deps -r binder/requirements-nodeps.txt" in post
     assert "--no-deps -e ." in post
     for ext in ("formgrader", "create-assignment"):
-        assert f"@jupyter/nbgrader:${{ext}}" in post and ext in post
+        assert "@jupyter/nbgrader:${ext}" in post and ext in post
     assert 'exec "$@"' in (BINDER / "start").read_text()
 
 

@@ -13,8 +13,15 @@ import pytest
 import torch
 
 from course_lib.model import build_model, make_config
-from course_lib.training import (TrainConfig, get_batch, load_checkpoint, lr_at, make_optimizer,
-                                 next_token_loss, shakespeare_bytes)
+from course_lib.training import (
+    TrainConfig,
+    get_batch,
+    load_checkpoint,
+    lr_at,
+    make_optimizer,
+    next_token_loss,
+    shakespeare_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH, BLOCK, SEED = 4, 4, 32, 0

@@ -50,6 +50,7 @@ def test_embed_and_predict_shapes(minilm):
 
 def test_fine_tune_one_step_changes_weights_and_is_seeded(minilm):
     import copy
+
     import torch
 
     tok, model = minilm

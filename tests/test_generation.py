@@ -2,8 +2,14 @@
 import pytest
 import torch
 
-from course_lib.generation import (apply_temperature, generate, generate_text, sample_next_token,
-                                   top_k_filter, top_p_filter)
+from course_lib.generation import (
+    apply_temperature,
+    generate,
+    generate_text,
+    sample_next_token,
+    top_k_filter,
+    top_p_filter,
+)
 from course_lib.model import build_model, make_config
 from course_lib.training import ByteTokenizer
 

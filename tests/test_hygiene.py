@@ -69,7 +69,7 @@ def test_no_importorskip_for_pinned_packages():
     """A pinned package that fails to import is a broken setup: the test must fail, not skip."""
     import re
 
-    from course_lib.doctor import pinned_versions
+    from course_lib.versions import pinned_versions
 
     pinned = {name.lower().replace("-", "_") for name in pinned_versions(include_test=True)}
     offenders = []
@@ -78,3 +78,47 @@ def test_no_importorskip_for_pinned_packages():
             if mod.split(".")[0].lower() in pinned:
                 offenders.append(f"{py.name}: {mod}")
     assert not offenders, f"import pinned packages directly: {offenders}"
+
+
+def _course_lib_modules():
+    import importlib
+    import pkgutil
+
+    import course_lib
+
+    return [importlib.import_module(m.name) for m in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
+            if m.name != "course_lib.__main__"]
+
+
+def test_public_names_do_not_collide():
+    """One name per idea: a public function or class is defined in one course_lib module only
+    (another module may re-export the same object, never define a different one of that name).
+    Lab notebooks may still ask learners to write their own version of a library function."""
+    import inspect
+
+    defined: dict[str, list[str]] = {}
+    for mod in _course_lib_modules():
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name, None)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == mod.__name__:
+                defined.setdefault(name, []).append(mod.__name__)
+    clashes = {n: ms for n, ms in defined.items() if len(ms) > 1}
+    # course_lib.grading re-exports its submodules' names; those are the same objects
+    assert not clashes, f"the same public name is defined in several modules: {clashes}"
+
+
+def test_no_private_imports_across_modules():
+    """A module uses another module's public API only (``from .x import _helper`` couples them
+    to internals). The grading package's submodules form one unit and are exempt."""
+    import ast
+
+    offenders = []
+    for py in (REPO / "course_lib").rglob("*.py"):
+        if "grading" in py.parts:
+            continue
+        for node in ast.walk(ast.parse(py.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("course_lib")):
+                bad = [a.name for a in node.names if a.name.startswith("_")]
+                if bad:
+                    offenders.append(f"{py.relative_to(REPO)}:{node.lineno}: {bad}")
+    assert not offenders, f"private names imported from another module: {offenders}"

@@ -82,6 +82,7 @@ def test_log_odds():
 def tiny_bert():
     """A random 2-layer BERT classifier with MiniLM's real tokenizer (fast, offline)."""
     from transformers import BertConfig, BertForSequenceClassification
+
     from course_lib.data import load_minilm
 
     tok, _ = load_minilm()

@@ -3,8 +3,14 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from course_lib.model import (PRESETS, build_model, count_parameters, flops_per_token, make_config,
-                              non_embedding_parameters)
+from course_lib.model import (
+    PRESETS,
+    build_model,
+    count_parameters,
+    flops_per_token,
+    make_config,
+    non_embedding_parameters,
+)
 
 
 def test_presets_are_llama_configs_of_the_promised_sizes():

@@ -213,3 +213,22 @@ def test_plot_profile(tiny_profile):
     with pytest.raises(ValueError, match="column"):
         P.plot_profile(df, column="nope")
     assert math.isfinite(df["gflops"].sum())
+
+
+def test_gpu_check_script_says_it_needs_a_gpu(tmp_path):
+    """tools/gpu_check.sh is the one prepared GPU check (#19); on a CPU-only machine it must stop
+    at once with a clear message (exit 2), not run the lessons on the CPU and call it a GPU run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run bash tools/gpu_check.sh itself")
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run(["bash", str(repo / "tools" / "gpu_check.sh")], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)},
+                       timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no CUDA device visible" in r.stdout

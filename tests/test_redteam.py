@@ -13,9 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from once import once
 
 from course_lib.grading import grade_lab, sandbox
-from once import once
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = "lab00_pytorch_warmup"

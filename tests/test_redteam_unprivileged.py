@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from once import once
-from test_sandbox import (UNPRIVILEGED_UID, run_unprivileged, unprivileged_python,
-                          unprivileged_workspace)
+from test_sandbox import UNPRIVILEGED_UID, run_unprivileged, unprivileged_python, unprivileged_workspace
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = "lab00_pytorch_warmup"

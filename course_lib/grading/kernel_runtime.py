@@ -24,7 +24,7 @@ def make_runner(wire: dict, user_ns: dict):
     import torch as _torch
 
     encode, decode = wire["encode"], wire["decode"]
-    TAG_HANDLE, TAG_HANDLE_NAME = wire["TAG_HANDLE"], wire["TAG_HANDLE_NAME"]
+    TAG_HANDLE = wire["TAG_HANDLE"]
     handles, calls = {}, {}
     counter = itertools.count(1)
 
@@ -149,7 +149,7 @@ def make_runner(wire: dict, user_ns: dict):
             else:
                 raise ValueError(f"unknown op {op!r}")
             respond(resp_path, {"ok": True, "value": value, **extra})
-        except BaseException as e:  # report every failure, including SystemExit
+        except BaseException as e:  # noqa: BLE001 - report every failure, including SystemExit
             tb = traceback.extract_tb(e.__traceback__)
             respond(resp_path, {"ok": False, "ename": type(e).__name__, "evalue": str(e)[:2000],
                                 "where": [f"{fr.name}:{fr.lineno}" for fr in tb[-3:]]})

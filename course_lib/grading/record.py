@@ -76,7 +76,8 @@ def record(lab: str, results: list[GradeResult], course: Path, subs_dir: Path,
     stage_rel = Path(".olm-grading") / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     stage = course / stage_rel
     for r in results:
-        assert r.graded, "record() takes graded results only"
+        if not r.graded:
+            raise ValueError(f"record() takes graded results only; {r.student} was not graded: {r.not_graded}")
         dest = stage / r.student / lab
         dest.mkdir(parents=True, exist_ok=True)
         _stage_notebook(lab, r, course, dest)

@@ -42,6 +42,7 @@ IPC namespaces of its own. Which per-submission limits a kernel really got is li
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
@@ -95,7 +96,7 @@ _BWRAP_VARIANTS = (
      "--new-session", "--as-pid-1"],
     ["bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--as-pid-1"],
 )
-_BWRAP_SCRATCH = ("/tmp", "/dev/shm")   # private, writable, size-capped tmpfs under bubblewrap
+_BWRAP_SCRATCH = ("/tmp", "/dev/shm")  # noqa: S108 - private, writable, size-capped tmpfs under bubblewrap
 _PROBE_PROBLEMS: dict[str, str] = {}    # why a level was not available (filled by the probe)
 _BWRAP_CHOSEN: list[list[str]] = []     # the _BWRAP_VARIANTS entry the probe found working
 
@@ -235,7 +236,9 @@ def _hidden_paths(course_root: Path, extra: list[str] | tuple[str, ...] = ()) ->
     """Folders replaced by empty tmpfs inside the sandbox: the course, the repository, temporary
     and home folders, and ``extra`` (the folder the work folders are made in, so a kernel never
     sees another's, wherever TMPDIR points)."""
-    hide = {str(course_root), str(REPO_ROOT), "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/work",
+    # noqa below: these shared temp folders are what the sandbox hides, not what it uses
+    hide = {str(course_root), str(REPO_ROOT), "/tmp", "/var/tmp", "/dev/shm", "/root",  # noqa: S108
+            "/home", "/work",
             "/srv", "/mnt", "/opt/grading", "/run/lock"}
     hide |= {p for p in extra if p and p != "/"}
     roots = sorted(p for p in hide if os.path.isdir(p))
@@ -761,7 +764,8 @@ def _boot(config_path: str) -> None:  # pragma: no cover - runs inside the sandb
         _mount_hidden(cfg.hide, cfg.keep, [cfg.workdir])
         _enter_cgroups(cfg.limits["cgroup_procs"])
     _limit_and_drop(cfg.limits, cfg.workdir, drop=cfg.mode == "namespaces")
-    os.execve(cfg.python, [cfg.python, "-m", "ipykernel_launcher", "-f", cfg.connection_file,
+    os.execve(cfg.python, [cfg.python,  # noqa: S606 - argument list, no shell, fixed program
+                           "-m", "ipykernel_launcher", "-f", cfg.connection_file,
                            "--HistoryManager.enabled=False"], cfg.env)
 
 
@@ -1032,7 +1036,7 @@ class SandboxKernel:
         return self
 
     def _kernel_env(self, cache: str | None) -> dict[str, str]:
-        env = _scrubbed_env(self.workdir, cache, tmpdir="/tmp" if self.mode == "bubblewrap" else None)
+        env = _scrubbed_env(self.workdir, cache, tmpdir="/tmp" if self.mode == "bubblewrap" else None)  # noqa: S108 - private tmpfs
         env["PYTHONPATH"] = str(REPO_ROOT)  # course_lib importable even if installed editable
         return env
 
@@ -1119,10 +1123,8 @@ class SandboxKernel:
         """Kill the kernel and everything it started, release its limits, remove its folder.
         Safe to call more than once."""
         if self.client is not None:
-            try:
+            with contextlib.suppress(Exception):  # a dead kernel's channels may already be closed
                 self.client.stop_channels()
-            except Exception:  # noqa: BLE001 - the channels of a dead kernel may already be closed
-                pass
             self.client = None
         self.stop_process()
         self._release_limits()
@@ -1241,7 +1243,7 @@ class SandboxKernel:
                         if msg["msg_type"] == "execute_reply":
                             return {"status": "error", "outputs": outputs, "ename": "TimeoutError",
                                     "evalue": f"interrupted after {timeout:.0f} s (an infinite loop?)"}
-                    except Exception:  # noqa: BLE001
+                    except Exception:  # noqa: BLE001, S110 - the kernel may be gone; the timeout is reported
                         pass
             except ProcessLookupError:
                 pass

@@ -32,9 +32,22 @@ from pathlib import Path
 from ..paths import REPO_ROOT
 from .files import read_text_tail
 from .limits import MAX_LOG_BYTES, SandboxLimits
-from .sandbox import (_UNSHARE, KernelDied, _enter_cgroups, _hidden_paths, _kept_paths,
-                      _limit_and_drop, _mount_hidden, _mount_tmpfs, _reap_stale_mounts,
-                      _scrubbed_env, _sh, _tag, _umount, isolation_level)
+from .sandbox import (
+    _UNSHARE,
+    KernelDied,
+    _enter_cgroups,
+    _hidden_paths,
+    _kept_paths,
+    _limit_and_drop,
+    _mount_hidden,
+    _mount_tmpfs,
+    _reap_stale_mounts,
+    _scrubbed_env,
+    _sh,
+    _tag,
+    _umount,
+    isolation_level,
+)
 
 __all__ = ["Zygote", "shared_zygote"]
 
