@@ -1,8 +1,11 @@
 """nbgrader configuration for Open LLM Lab (instructor side).
 
 solutions/ holds the instructor source (solutions + hidden tests), labs/ the released student
-versions. `python -m course_lib release LAB` runs generate_assignment with this file.
+versions. `python -m course_lib release LAB` runs nbgrader's generate_assignment with this file
+(it writes labs/, the student version kept in the repository); handing a lab out through the
+exchange is nbgrader's own `nbgrader release_assignment LAB` (see c.Exchange.root below).
 """
+
 import os
 
 c = get_config()  # noqa: F821 - provided by traitlets when nbgrader loads this file
@@ -15,6 +18,14 @@ c.CourseDirectory.release_directory = "labs"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
 # Only notebooks are released; data a lab needs comes from course_lib's offline loaders.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
+
+# The exchange (nbgrader's release_assignment / fetch_assignment / submit / collect) is a folder
+# the instructor and the students can all reach. Default: exchange/ in this course folder, which
+# suits one machine (`bash scripts/course.sh --instructor` creates it); on a shared server
+# (JupyterHub) point NBGRADER_EXCHANGE at a folder every user can write, e.g.
+# `sudo mkdir -p /srv/nbgrader/exchange && sudo chmod 777 /srv/nbgrader/exchange`, and give the
+# students the same setting. nbgrader's own default, /usr/local/share/nbgrader/exchange, needs root.
+c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE") or os.path.join(c.CourseDirectory.root, "exchange")
 
 # Model cells (loading SmolLM2, a short training run) need time; an infinite loop must not hang
 # grading forever. The per-cell limit is in seconds.

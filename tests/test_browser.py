@@ -1,15 +1,19 @@
 """The learner's real experience: JupyterLab driven by headless Chromium (Playwright).
 
-Starts JupyterLab in learner mode on a free localhost port in a temporary copy of the course,
-runs lesson 00 through the UI, answers one lab cell through the editor and runs its test, then
-checks that nbgrader's instructor tools are hidden, and (second start, instructor configuration)
-that the formgrader loads. Screenshots of every step are saved under the test's temporary
+Starts JupyterLab with the course's own script, `scripts/course.sh`, on a free localhost port:
+learner mode with its working copy in a temporary folder (OPEN_LLM_LAB_WORK_DIR), whose printed
+URL opens lesson 00; runs lesson 00 through the UI, answers one lab cell through the editor and
+runs its test, and checks what a learner is shown (no instructor tools, no empty Nbgrader menu,
+no "Jupyter news?" toast, Validate on labs only). A second start, `course.sh --instructor` in a
+temporary copy of the course, checks that the formgrader loads without an exchange warning and
+that the course folders can be browsed. Screenshots of every step are saved under the test's temporary
 directory and their paths printed (`pytest -s` shows them).
 
 Needs Debian's chromium (tests/conftest.py installs it with apt-get when missing and running as
 root) and the Playwright Python package pointed at that executable: Playwright never downloads
 a browser.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +21,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -39,27 +42,37 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def jupyterlab(root: Path, mode: str, log_path: Path):
-    """Run `jupyter lab` in ``root`` in learner or instructor mode; yield (base_url, token)."""
+    """Run `scripts/course.sh` in learner mode (working copy in ``root``) or instructor mode
+    (``root`` is a copy of the course with the script); yield (base_url, token, port)."""
     port, token = _free_port(), "olm-browser-test"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               JUPYTERLAB_SETTINGS_DIR=str(root / ".jupyter-settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(root / ".jupyter-workspaces"),
-               JUPYTER_CONFIG_DIR=str(root / ".jupyter-config"))
+    home = root.parent / f".jupyter-home-{mode}"  # the learner's own Jupyter folders
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OPEN_LLM_LAB_SKIP_SETUP="1",
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+    )
     env.pop("JUPYTER_CONFIG_PATH", None)
-    # No "get notified about Jupyter news?" toast over the cells we click.
-    labconfig = root / ".jupyter-config" / "labconfig"
-    labconfig.mkdir(parents=True, exist_ok=True)
-    (labconfig / "page_config.json").write_text(
-        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
-    if mode == "learner":  # the same configuration scripts/course.sh uses
-        env["JUPYTER_CONFIG_PATH"] = str(REPO / "course_lib" / "config" / "learner")
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-           "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
+    if mode == "learner":
+        script, extra = REPO / "scripts" / "course.sh", []
+        env["OPEN_LLM_LAB_WORK_DIR"] = str(root)
+    else:
+        script, extra = root / "scripts" / "course.sh", ["--instructor"]
+    cmd = [
+        "bash",
+        str(script),
+        *extra,
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        "--LabApp.expose_app_in_browser=True",
+    ]
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -73,9 +86,11 @@ def jupyterlab(root: Path, mode: str, log_path: Path):
             except OSError:
                 pass
             if time.time() > deadline:
-                raise RuntimeError(f"jupyter lab did not answer in 180 s; log:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"jupyter lab did not answer in 180 s; log:\n{log_path.read_text()[-3000:]}"
+                )
             time.sleep(1)
-        yield base, token
+        yield base, token, port
     finally:
         # Clean shutdown through the API (kernels too), then make sure the process is gone.
         with contextlib.suppress(OSError):
@@ -127,7 +142,9 @@ def _wait_kernel_idle(page, timeout_s: float):
             const w = app.shell.currentWidget;
             const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
             return !!k && k.status === 'idle';
-        }""", timeout=timeout_s * 1000)
+        }""",
+        timeout=timeout_s * 1000,
+    )
 
 
 def _wait_run_finished(page, timeout_s: float, cells: list[int] | None = None, quiet_s: float = 2.0):
@@ -135,7 +152,8 @@ def _wait_run_finished(page, timeout_s: float, cells: list[int] | None = None, q
     (Run All stops there), and the kernel has then been idle for ``quiet_s`` seconds."""
     deadline, idle_since = time.time() + timeout_s, None
     while time.time() < deadline:
-        state = page.evaluate("""(wanted) => {
+        state = page.evaluate(
+            """(wanted) => {
             const w = window.jupyterapp.shell.currentWidget;
             const k = w && w.sessionContext.session && w.sessionContext.session.kernel;
             const cells = w.content.model.cells;
@@ -147,7 +165,9 @@ def _wait_run_finished(page, timeout_s: float, cells: list[int] | None = None, q
                 if (c.outputs.toJSON().some(o => o.output_type === 'error')) error = true;
             }
             return {status: k ? k.status : 'none', pending, error};
-        }""", cells)
+        }""",
+            cells,
+        )
         if state["status"] == "idle" and (state["pending"] == 0 or state["error"]):
             idle_since = idle_since or time.time()
             if time.time() - idle_since >= quiet_s:
@@ -182,16 +202,23 @@ def _outputs(page) -> dict:
 
 def _select_cell(page, index: int):
     """Make cell ``index`` the active one and scroll it into view, as a click would."""
-    page.evaluate("""async (i) => {
+    page.evaluate(
+        """async (i) => {
         const nb = window.jupyterapp.shell.currentWidget.content;
         nb.activeCellIndex = i; nb.mode = 'command';
         await nb.scrollToItem(i, 'center');
-    }""", index)
+    }""",
+        index,
+    )
     # Cells far from the viewport are rendered lazily: wait for this one's editor to exist.
-    page.wait_for_function("""(i) => {
+    page.wait_for_function(
+        """(i) => {
         const w = window.jupyterapp.shell.currentWidget.content.widgets[i];
         return w && w.node.isConnected && w.node.querySelector('.cm-content') !== null;
-    }""", arg=index, timeout=30_000)
+    }""",
+        arg=index,
+        timeout=30_000,
+    )
     page.wait_for_timeout(300)
     return page.evaluate_handle("i => window.jupyterapp.shell.currentWidget.content.widgets[i].node", index)
 
@@ -211,10 +238,16 @@ def _lab_cells(lab: str) -> tuple[int, str, int]:
         meta = c.metadata.get("nbgrader", {})
         if c.cell_type == "code" and meta.get("solution") and not meta.get("grade"):
             ref = next(s for s in source.cells if gid(s) == gid(c))
-            answer = "\n".join(ln for ln in ref.source.splitlines()
-                               if "### BEGIN SOLUTION" not in ln and "### END SOLUTION" not in ln)
-            test = next(j for j in range(i + 1, len(release.cells))
-                        if release.cells[j].metadata.get("nbgrader", {}).get("grade"))
+            answer = "\n".join(
+                ln
+                for ln in ref.source.splitlines()
+                if "### BEGIN SOLUTION" not in ln and "### END SOLUTION" not in ln
+            )
+            test = next(
+                j
+                for j in range(i + 1, len(release.cells))
+                if release.cells[j].metadata.get("nbgrader", {}).get("grade")
+            )
             return i, answer, test
     raise AssertionError(f"{lab} has no solution cell")
 
@@ -225,24 +258,44 @@ def browser(chromium_browser):
     return chromium_browser
 
 
-@pytest.fixture
-def course_copy(tmp_path) -> Path:
-    root = tmp_path / "course"
-    for folder in ("lessons", "labs"):
-        shutil.copytree(REPO / folder, root / folder)
-    return root
+def _page_config(page) -> dict:
+    return page.evaluate("() => JSON.parse(document.getElementById('jupyter-config-data').textContent)")
 
 
-def test_learner_runs_lesson_00_and_solves_a_lab_cell(browser, course_copy, tmp_path):
+def _validate_button_shown(page) -> bool:
+    """Whether nbgrader's Validate button is visible on the current notebook's toolbar."""
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .validate-button", state="attached")
+    page.wait_for_timeout(500)
+    return page.evaluate("""() => {
+        const b = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .validate-button');
+        return b.offsetParent !== null; }""")
+
+
+def test_learner_runs_lesson_00_and_solves_a_lab_cell(browser, tmp_path):
     # BROWSER_SCREENSHOTS_DIR keeps them after pytest cleans its temporary folders.
     shots = Shots(Path(os.environ.get("BROWSER_SCREENSHOTS_DIR", tmp_path / "screenshots")))
-    with jupyterlab(course_copy, "learner", tmp_path / "jupyter-learner.log") as (base, token):
+    work, log_path = tmp_path / "my_work", tmp_path / "jupyter-learner.log"
+    with jupyterlab(work, "learner", log_path) as (base, token, port):
+        # course.sh made the git-ignored working copy, serves it, and prints lesson 00's URL.
+        assert (work / LESSON).is_file() and (work / "labs" / LAB / f"{LAB}.ipynb").is_file()
+        assert (work / ".gitignore").read_text().splitlines()[-1] == "*"
+        assert f"127.0.0.1:{port}/lab/tree/{LESSON}?token=" in log_path.read_text()
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
 
         # 1. Lesson 00, all cells, through the Run menu.
         _open_notebook(page, base, token, LESSON)
         shots(page, "lesson00_opened")
+        disabled = _page_config(page)["disabledExtensions"]
+        for ext in (
+            "@jupyterlab/apputils-extension:announcements",
+            "@jupyter/nbgrader:menu",
+            "@jupyter/nbgrader:formgrader",
+            "@jupyter/nbgrader:create-assignment",
+        ):
+            assert ext in disabled, (ext, disabled)
+        assert page.locator(".Toastify__toast").count() == 0, "a notification covers the notebook"
+        assert not _validate_button_shown(page), "Validate is offered on a lesson"
         _menu(page, "Run", "runmenu:run-all")
         _wait_run_finished(page, timeout_s=480)
         out = _outputs(page)
@@ -255,8 +308,9 @@ def test_learner_runs_lesson_00_and_solves_a_lab_cell(browser, course_copy, tmp_
         assert out["images"], "lesson 00 produced no plot"
         node = _select_cell(page, out["images"][0])
         node.as_element().query_selector(".jp-OutputArea-output img").scroll_into_view_if_needed()
-        assert page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img").count() >= 1, \
+        assert page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img").count() >= 1, (
             "the plot is in the notebook but no image was rendered"
+        )
         shots(page, "lesson00_plot")
 
         # 2. Learner mode: instructor tools are not offered.
@@ -265,15 +319,13 @@ def test_learner_runs_lesson_00_and_solves_a_lab_cell(browser, course_copy, tmp_
             create: !!document.getElementById('nbgrader-create_assignemnt')})""")
         assert not has["formgrader"] and not has["create"], has
         assert _http_status(f"{base}/formgrader?token={token}") == 404
-        page.click(".lm-MenuBar-itemLabel:text-is('Nbgrader')")
-        page.wait_for_timeout(500)
-        labels = page.locator(".lm-Menu:visible .lm-Menu-itemLabel").all_inner_texts()
-        assert not [t for t in labels if "Formgrader" in t or "Course List" in t], labels
+        menus = page.locator(".lm-MenuBar-itemLabel").all_inner_texts()
+        assert "Run" in menus and "Nbgrader" not in menus, menus  # no empty Nbgrader menu
         shots(page, "learner_no_instructor_tools")
-        page.keyboard.press("Escape")
 
         # 3. The lab: answer the first exercise through the editor, run, see its test pass.
         _open_notebook(page, base, token, f"labs/{LAB}/{LAB}.ipynb")
+        assert _validate_button_shown(page), "Validate is missing on a lab"
         sol_index, answer, test_index = _lab_cells(LAB)
         node = _select_cell(page, sol_index).as_element()
         editor = node.query_selector(".cm-content")
@@ -286,15 +338,18 @@ def test_learner_runs_lesson_00_and_solves_a_lab_cell(browser, course_copy, tmp_
         shots(page, "lab_answer_typed")
         page.keyboard.press("Escape")
         _select_cell(page, test_index)
-        _menu(page, "Run", "notebook:run-all-above")   # setup cells and the answer
+        _menu(page, "Run", "notebook:run-all-above")  # setup cells and the answer
         _wait_run_finished(page, timeout_s=180, cells=list(range(test_index)))
         _select_cell(page, test_index)
-        _menu(page, "Run", "notebook:run-cell")         # the locked test cell itself
+        _menu(page, "Run", "notebook:run-cell")  # the locked test cell itself
         _wait_run_finished(page, timeout_s=180, cells=[test_index])
-        result = page.evaluate("""(i) => {
+        result = page.evaluate(
+            """(i) => {
             const c = window.jupyterapp.shell.currentWidget.content.model.cells.get(i);
             return {count: c.executionCount, outputs: c.outputs.toJSON()};
-        }""", test_index)
+        }""",
+            test_index,
+        )
         _select_cell(page, test_index)
         shots(page, "lab_test_passed")
         assert result["count"], "the test cell did not run"
@@ -302,15 +357,31 @@ def test_learner_runs_lesson_00_and_solves_a_lab_cell(browser, course_copy, tmp_
         assert not errors, f"the test cell failed: {errors}"
         page.close()
 
-    # 4. Instructor mode: a second start with the instructor configuration.
-    instructor_root = tmp_path / "instructor"
-    shutil.copytree(REPO / "solutions", instructor_root / "solutions")
-    shutil.copy(REPO / "nbgrader_config.py", instructor_root / "nbgrader_config.py")
-    with jupyterlab(instructor_root, "instructor", tmp_path / "jupyter-instructor.log") as (base, token):
+    # 4. Instructor mode: `course.sh --instructor` in a copy of the course (it writes exchange/).
+    root = tmp_path / "instructor"
+    for folder in ("solutions", "labs", "scripts", "course_lib/config"):
+        shutil.copytree(REPO / folder, root / folder)
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    (root / ".venv").symlink_to(REPO / ".venv")
+    log_path = tmp_path / "jupyter-instructor.log"
+    with jupyterlab(root, "instructor", log_path) as (base, token, port):
+        assert f"127.0.0.1:{port}/lab/tree/solutions?token=" in log_path.read_text()
+        assert (root / "exchange").is_dir(), "course.sh --instructor made no exchange folder"
+        # The whole course folder is served (not only solutions/).
+        for folder in ("solutions", "labs", f"solutions/{LAB}"):
+            assert _http_status(f"{base}/api/contents/{folder}?token={token}") == 200, folder
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         assert _http_status(f"{base}/formgrader?token={token}") == 200
         page.goto(f"{base}/formgrader?token={token}", wait_until="domcontentloaded")
         page.wait_for_selector("text=Manage Assignments", timeout=60_000)
+        page.wait_for_selector(f"text={LAB}", timeout=60_000)
+        assert page.locator("#warning-exchange").count() == 0, "the formgrader says the exchange is missing"
+        # The formgrader's links into the course folder (the assignment's source) open.
+        links = page.eval_on_selector_all("a[href*='/tree/']", "els => els.map(e => e.href)")
+        assert any(f"solutions/{LAB}" in u for u in links), links
+        for url in links:
+            sep = "&" if "?" in url else "?"
+            assert _http_status(f"{url}{sep}token={token}") == 200, url
         shots(page, "instructor_formgrader")
         page.close()
     print("[browser] screenshots:", *map(str, shots.paths), sep="\n  ")

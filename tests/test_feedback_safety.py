@@ -10,12 +10,15 @@ Two submissions of lab00, graded by plain nbgrader (``grading.autograde`` + nbgr
   Each feedback page is opened in headless Chromium: no payload runs, no event handler,
   script link or frame is left, the only scripts are nbgrader's own (MathJax) in the head.
   Control: an unsanitised nbconvert export of the same graded notebook does run them.
-  The payload cells cost no marks.
+  The payload cells cost no marks. Their LaTeX is typeset offline by the page's inline MathJax,
+  and a ``\\href{javascript:...}`` in it leaves no script link (control: without MathJax's
+  ``ui/safe`` extension the same page has one).
 * ``printer``: a ``softmax`` that prints its arguments and ignores ``dim`` (so it fails the
   hidden part of both softmax tests). Its feedback holds none of the hidden tests' inputs,
   no hidden source (no traceback), only ``ename: evalue``; control: nbgrader's own graded
   notebook does show the inputs.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,8 +38,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # Payloads that an unsanitised export runs as soon as the page loads (the control). Raw cells
 # are cleaned by nbconvert even then, SVG is shown as an <img>, and links need a click.
-RUN_WHEN_UNSANITISED = {"md-script", "md-img", "md-svg", "md-details", "html-script", "html-img",
-                        "raw-html-img", "js-output", "markdown-output"}
+RUN_WHEN_UNSANITISED = {
+    "md-script",
+    "md-img",
+    "md-svg",
+    "md-details",
+    "html-script",
+    "html-img",
+    "raw-html-img",
+    "js-output",
+    "markdown-output",
+}
 SOFTMAX_TESTS = ("test_softmax_values", "test_softmax_stable")
 # Printed by the printer's softmax only when a hidden test calls it.
 HIDDEN_INPUTS = ("-1001.0", "30000.0")
@@ -54,35 +66,43 @@ def _img(name: str) -> str:
 def _payload_cells() -> list:
     """The extra cells of the ``payload`` submission."""
     v4 = nbformat.v4
-    markdown = "\n\n".join([
-        "## Notes (payload)",
-        f"<script>{_js('md-script')}</script>",
-        _img("md-img"),
-        f'<svg onload="{_js("md-svg")}"></svg>',
-        f'<details open ontoggle="{_js("md-details")}"><summary>s</summary>d</details>',
-        f'<iframe srcdoc="<script>parent.{_js("md-iframe")}</script>"></iframe>',
-        f"[markdown link](javascript:{_js('md-link')})",
-        f'<a href="javascript:{_js("md-a")}">raw link</a>',
-    ])
+    markdown = "\n\n".join(
+        [
+            "## Notes (payload)",
+            f"<script>{_js('md-script')}</script>",
+            _img("md-img"),
+            f'<svg onload="{_js("md-svg")}"></svg>',
+            f'<details open ontoggle="{_js("md-details")}"><summary>s</summary>d</details>',
+            f'<iframe srcdoc="<script>parent.{_js("md-iframe")}</script>"></iframe>',
+            f"[markdown link](javascript:{_js('md-link')})",
+            f'<a href="javascript:{_js("md-a")}">raw link</a>',
+            f"Math: $e^{{z_i}}$ and $\\href{{javascript:{_js('math-href')}}}{{math link}}$",
+        ]
+    )
     raw = v4.new_raw_cell(_img("raw-img"))
     raw.metadata["raw_mimetype"] = "text/html"
-    svg = ('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10" '
-           f'onload="{_js("svg-onload")}"><script>{_js("svg-script")}</script></svg>')
-    displays = "\n".join([
-        "from IPython.display import HTML, Javascript, Markdown, display",
-        f"display(HTML({'<script>' + _js('html-script') + '</script>' + _img('html-img')!r}))",
-        f"display({{'text/html': {_img('raw-html-img')!r}}}, raw=True)",
-        f"display(Javascript({_js('js-output')!r}))",
-        f"display({{'image/svg+xml': {svg!r}}}, raw=True)",
-        f"display(Markdown({_img('markdown-output') + ' [md](javascript:' + _js('md-out-link') + ')'!r}))",
-        f"print({'<script>' + _js('stream') + '</script>' + _img('stream-img')!r})",
-    ])
-    error = "\n".join([
-        f"Payload = type({_img('ename')!r}, (Exception,), {{}})",
-        f"raise Payload({_img('evalue')!r})",
-    ])
-    return [v4.new_markdown_cell(markdown), raw, v4.new_code_cell(displays),
-            v4.new_code_cell(error)]
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10" '
+        f'onload="{_js("svg-onload")}"><script>{_js("svg-script")}</script></svg>'
+    )
+    displays = "\n".join(
+        [
+            "from IPython.display import HTML, Javascript, Markdown, display",
+            f"display(HTML({'<script>' + _js('html-script') + '</script>' + _img('html-img')!r}))",
+            f"display({{'text/html': {_img('raw-html-img')!r}}}, raw=True)",
+            f"display(Javascript({_js('js-output')!r}))",
+            f"display({{'image/svg+xml': {svg!r}}}, raw=True)",
+            f"display(Markdown({_img('markdown-output') + ' [md](javascript:' + _js('md-out-link') + ')'!r}))",
+            f"print({'<script>' + _js('stream') + '</script>' + _img('stream-img')!r})",
+        ]
+    )
+    error = "\n".join(
+        [
+            f"Payload = type({_img('ename')!r}, (Exception,), {{}})",
+            f"raise Payload({_img('evalue')!r})",
+        ]
+    )
+    return [v4.new_markdown_cell(markdown), raw, v4.new_code_cell(displays), v4.new_code_cell(error)]
 
 
 def _payload_notebook(dest: Path) -> Path:
@@ -98,12 +118,14 @@ def _printer_notebook(dest: Path) -> Path:
     """The solution, with a softmax that prints its arguments and ignores ``dim``."""
     nb = nbformat.read(str(SOURCE), as_version=4)
     cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "softmax")
-    cell.source = "\n".join([
-        "def softmax(x, dim=-1):",
-        "    print('SOFTMAX' + '-ARGS', x.tolist(), dim)  # the marker is not in the source",
-        "    e = torch.exp(x - x.max(dim=-1, keepdim=True).values)",
-        "    return e / e.sum(dim=-1, keepdim=True)",
-    ])
+    cell.source = "\n".join(
+        [
+            "def softmax(x, dim=-1):",
+            "    print('SOFTMAX' + '-ARGS', x.tolist(), dim)  # the marker is not in the source",
+            "    e = torch.exp(x - x.max(dim=-1, keepdim=True).values)",
+            "    return e / e.sum(dim=-1, keepdim=True)",
+        ]
+    )
     nbformat.write(nb, str(dest))
     return dest
 
@@ -116,8 +138,9 @@ def _hidden_lines() -> list[str]:
     for c in nbformat.read(str(SOURCE), as_version=4).cells:
         if "### BEGIN HIDDEN TESTS" in c.source:
             block = c.source.split("### BEGIN HIDDEN TESTS", 1)[1].split("### END HIDDEN TESTS")[0]
-            lines += [ln.strip() for ln in block.splitlines()
-                      if len(ln.strip()) > 25 and ln.strip() not in visible]
+            lines += [
+                ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25 and ln.strip() not in visible
+            ]
     assert len(lines) > 10
     return lines
 
@@ -129,8 +152,10 @@ def graded(tmp_path_factory):
     from course_lib.grading.course import _api, _quiet_nbgrader
 
     tmp = tmp_path_factory.mktemp("feedback")
-    subs = {"payload": _payload_notebook(tmp / "payload.ipynb"),
-            "printer": _printer_notebook(tmp / "printer.ipynb")}
+    subs = {
+        "payload": _payload_notebook(tmp / "payload.ipynb"),
+        "printer": _printer_notebook(tmp / "printer.ipynb"),
+    }
     plain_dir = tmp / "plain"
     plain = grading.autograde(LAB, subs, workdir=plain_dir)
     api = _api(plain_dir)
@@ -147,15 +172,20 @@ def graded(tmp_path_factory):
         dest.mkdir(parents=True)
         shutil.copy(path, dest / f"{LAB}.ipynb")
     log: list = []
-    sandboxed = {r.student: r for r in grading.grade_lab(
-        LAB, course / "submitted", workers=1, course_root=course, progress=False,
-        print_fn=log.append)}
+    sandboxed = {
+        r.student: r
+        for r in grading.grade_lab(
+            LAB, course / "submitted", workers=1, course_root=course, progress=False, print_fn=log.append
+        )
+    }
 
     def feedback(root: Path, student: str) -> Path:
         return root / "feedback" / student / LAB / f"{LAB}.html"
 
-    out = {"plain": {s: (plain[s], feedback(plain_dir, s)) for s in subs},
-           "grade": {s: (sandboxed[s], feedback(course, s)) for s in subs}}
+    out = {
+        "plain": {s: (plain[s], feedback(plain_dir, s)) for s in subs},
+        "grade": {s: (sandboxed[s], feedback(course, s)) for s in subs},
+    }
     for grader, by_student in out.items():
         for student, (_, path) in by_student.items():
             assert path.is_file(), f"{grader}: no feedback for {student} at {path}; log: {log}"
@@ -181,7 +211,11 @@ def _open(browser, path: Path) -> dict:
                                  .map(e => e.outerHTML.slice(0, 200)),
                 frames: document.querySelectorAll('iframe, frame, object, embed').length,
                 body_scripts: [...document.querySelectorAll('body script')].map(s => s.outerHTML.slice(0, 200)),
-                head_scripts: [...document.querySelectorAll('head script')].map(s => s.src || s.type),
+                head_scripts: [...document.querySelectorAll('head script')].map(s => s.src || s.id || s.type),
+                math: document.querySelectorAll('mjx-container svg').length,
+                math_script_links: [...document.querySelectorAll('mjx-container *')]
+                    .filter(e => [...e.attributes].some(a => /javascript/i.test(a.value)))
+                    .map(e => e.outerHTML.slice(0, 200)),
                 text: document.body.innerText,
             };
         }""")
@@ -203,6 +237,19 @@ def test_control_unsanitised_export_runs_the_payloads(graded, chromium_browser, 
     assert seen["title"] == "PWNED"
 
 
+def test_control_mathjax_without_safe_keeps_the_script_link(graded, chromium_browser, tmp_path):
+    """The math check can fail: the same feedback page without ui/safe has a javascript: link."""
+    _, path = graded[0]["plain"]["payload"]
+    html = path.read_text(encoding="utf-8")
+    unsafe = re.sub(r'<script id="olm-mathjax-safe">.*?</script>', "", html, flags=re.DOTALL)
+    assert unsafe != html
+    page = tmp_path / "no-safe.html"
+    page.write_text(unsafe, encoding="utf-8")
+    seen = _open(chromium_browser, page)
+    assert seen["math"] >= 2
+    assert seen["math_script_links"], "MathJax without ui/safe made no javascript: link (the check is blind)"
+
+
 @pytest.mark.parametrize("grader", ["plain", "grade"])
 def test_feedback_runs_no_student_script(graded, chromium_browser, grader):
     result, path = graded[0][grader]["payload"]
@@ -213,11 +260,19 @@ def test_feedback_runs_no_student_script(graded, chromium_browser, grader):
     assert seen["script_links"] == [], seen["script_links"]
     assert seen["frames"] == 0
     assert seen["body_scripts"] == [], seen["body_scripts"]
-    # nbgrader's own page script, MathJax (with its Safe extension), is still there.
-    assert any("mathjax" in s.lower() for s in seen["head_scripts"]), seen["head_scripts"]
+    # The page's only scripts: MathJax inline (with its ui/safe extension), in the head. It
+    # typesets the math with the network cut off, and the \href in it is no script link.
+    assert seen["head_scripts"] == [
+        "olm-mathjax-config",
+        "olm-mathjax",
+        "olm-mathjax-safe",
+        "olm-mathjax-start",
+    ], seen["head_scripts"]
+    assert seen["math"] >= 2, "the LaTeX was not typeset offline"
+    assert seen["math_script_links"] == [], seen["math_script_links"]
     # The student's work is still shown: the markdown heading, the print and the error, as text.
     assert "Notes (payload)" in seen["text"]
-    assert "no-such-image.png" in seen["text"]   # the printed payload, escaped
+    assert "no-such-image.png" in seen["text"]  # the printed payload, escaped
     if grader == "plain":  # (course_lib grade keeps no JavaScript output in the first place)
         assert "output not shown in feedback: application/javascript" in seen["text"]
     # The payload cells are extra, ungraded cells: full marks.
@@ -241,7 +296,7 @@ def test_hidden_test_inputs_stay_out_of_feedback(graded, chromium_browser, grade
     for line in _hidden_lines():
         assert line not in seen["text"], f"{grader}: hidden source in {path}: {line!r}"
     # What is left is the verdict: the error's type and message.
-    assert "AssertionError: softmax(x, dim=0) differs from torch.softmax" in seen["text"]
+    assert "AssertionError: softmax(x, dim=0) " in seen["text"]
     assert "Traceback" not in seen["text"]
 
 
@@ -250,8 +305,9 @@ def test_control_plain_nbgrader_records_the_prints(graded):
     nbgrader's graded notebook has them in the test cells' outputs."""
     _, plain_dir = graded
     nb = nbformat.read(str(plain_dir / "autograded" / "printer" / LAB / f"{LAB}.ipynb"), as_version=4)
-    cell = next(c for c in nb.cells
-                if c.metadata.get("nbgrader", {}).get("grade_id") == "test_softmax_stable")
+    cell = next(
+        c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_softmax_stable"
+    )
     printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
     assert "SOFTMAX-ARGS" in printed and HIDDEN_INPUTS[0] in printed, printed[:500]
     errors = [o for o in cell.outputs if o.output_type == "error"]
