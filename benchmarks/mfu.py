@@ -10,8 +10,9 @@ the datasheet value for a known GPU in the dtype that ran, and on a CPU a peak m
 spot with a large matmul. The reference printed next to it is the best matmul this device
 runs in the same dtype (an achievable ceiling; on a CPU it is the peak itself).
 
-Goal on an H100 with bf16 and the ~124M configuration: MFU >= 45% (nanoGPT reports 37% on an
-A100 for 124M, rasbt 59%). Last line: ``RESULT device=... dtype=... tokens_per_s=... mfu=...``.
+Goal on an H100 with bf16 and the ~124M configuration: MFU >= 45%, a target and not a result
+(37% on an A100 for GPT-2 124M is a figure quoted from Karpathy's nanoGPT, not reproduced here;
+tools/gpu_check.sh records what a real GPU run measures). Last line: ``RESULT device=... dtype=... tokens_per_s=... mfu=...``.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Three kinds of probe, each with the statistics it needs:
   ``counterfactual_pairs`` fills the same template with a name from group A and one from group B,
   so each pair differs *only* in the name. A score per text gives paired differences
   ``d_i = score(a_i) - score(b_i)``; ``paired_gap`` reports their mean with a bootstrap CI
-  (``bootstrap_ci``) and a sign-flip permutation p-value (``sign_flip_test``);
+  (``mean_difference_ci``) and a sign-flip permutation p-value (``sign_flip_test``);
   ``per_template_gaps`` breaks the gap down by template with a Holm correction (``holm``);
   ``flip_rate`` is CheckList's invariance test (how often the predicted label changes).
 * **Likelihood probes** for causal LMs: ``sentence_log_likelihoods`` scores whole sentences;
@@ -43,7 +43,7 @@ __all__ = [
     "counterfactual_pairs",
     "paired_differences",
     "sign_flip_test",
-    "bootstrap_ci",
+    "mean_difference_ci",
     "holm",
     "GapResult",
     "paired_gap",
@@ -217,7 +217,7 @@ def sign_flip_test(diffs, n_permutations: int = 10_000, seed: int = 0,
     return (1 + hits) / (1 + n_permutations)
 
 
-def bootstrap_ci(diffs, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0,
+def mean_difference_ci(diffs, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0,
                  clusters=None) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean paired difference.
 
@@ -239,7 +239,7 @@ def bootstrap_ci(diffs, n_boot: int = 10_000, confidence: float = 0.95, seed: in
 
     Examples
     --------
-    >>> lo, hi = bootstrap_ci([0.1, 0.2, 0.3, 0.4], n_boot=2000)
+    >>> lo, hi = mean_difference_ci([0.1, 0.2, 0.3, 0.4], n_boot=2000)
     >>> 0.1 <= lo < 0.25 < hi <= 0.4
     True
     """
@@ -323,7 +323,7 @@ def paired_gap(scores_a, scores_b, n_permutations: int = 10_000, n_boot: int = 1
     Parameters
     ----------
     scores_a, scores_b : (N,) scores of the two texts of each pair (e.g. P(positive))
-    n_permutations, n_boot, confidence, seed : see ``sign_flip_test`` and ``bootstrap_ci``
+    n_permutations, n_boot, confidence, seed : see ``sign_flip_test`` and ``mean_difference_ci``
     clusters : (N,) or None, resample clusters (e.g. templates) in the bootstrap
 
     Returns
@@ -331,7 +331,7 @@ def paired_gap(scores_a, scores_b, n_permutations: int = 10_000, n_boot: int = 1
     GapResult(gap, ci_low, ci_high, p_value, n, confidence)
     """
     d = paired_differences(scores_a, scores_b)
-    lo, hi = bootstrap_ci(d, n_boot=n_boot, confidence=confidence, seed=seed, clusters=clusters)
+    lo, hi = mean_difference_ci(d, n_boot=n_boot, confidence=confidence, seed=seed, clusters=clusters)
     p = sign_flip_test(d, n_permutations=n_permutations, seed=seed)
     return GapResult(float(d.mean()), lo, hi, float(p), int(d.size), confidence)
 

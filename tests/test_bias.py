@@ -95,21 +95,21 @@ def test_paired_test_beats_unpaired_when_pairs_share_noise():
     assert bias.paired_gap(a, b, n_permutations=2000, n_boot=2000).p_value < 0.01
 
 
-def test_bootstrap_ci_covers_and_clusters_widen():
+def test_mean_difference_ci_covers_and_clusters_widen():
     rng = np.random.default_rng(0)
     d = rng.normal(0.2, 1, 400)
-    lo, hi = bias.bootstrap_ci(d, n_boot=3000)
+    lo, hi = bias.mean_difference_ci(d, n_boot=3000)
     assert lo < d.mean() < hi and lo > 0
     # one of 8 templates carries all the gap: a template-level bootstrap is much wider
     t = np.repeat(np.arange(8), 50)
     d2 = rng.normal(0, 0.05, 400) + np.where(t == 0, 0.4, 0.0)
-    iid = bias.bootstrap_ci(d2, n_boot=3000)
-    clus = bias.bootstrap_ci(d2, n_boot=3000, clusters=t)
+    iid = bias.mean_difference_ci(d2, n_boot=3000)
+    clus = bias.mean_difference_ci(d2, n_boot=3000, clusters=t)
     assert iid[0] > 0 and (clus[1] - clus[0]) > 3 * (iid[1] - iid[0])
     with pytest.raises(ValueError, match="confidence"):
-        bias.bootstrap_ci(d, confidence=95)
+        bias.mean_difference_ci(d, confidence=95)
     with pytest.raises(ValueError, match="clusters"):
-        bias.bootstrap_ci(d, clusters=t[:10])
+        bias.mean_difference_ci(d, clusters=t[:10])
 
 
 def test_holm_known_values():
