@@ -187,8 +187,10 @@ def _name(fn) -> str:
     from .remote import Remote
 
     if isinstance(fn, Remote):
-        return object.__getattribute__(fn, "_name") or "the function"
-    return getattr(fn, "__name__", "the function")
+        return (object.__getattribute__(fn, "_name") or
+                f"{object.__getattribute__(fn, '_type_name')} (a student object)")
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__name__
 
 
 def call_student(fn, *args, hint: str = "", check_unchanged: bool = True, **kwargs):
