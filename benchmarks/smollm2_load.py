@@ -7,6 +7,7 @@ nothing is shared with earlier runs. Reports the load_smollm2() call alone and t
 process (interpreter start and imports included), and peak RSS.
 Last line: RESULT first_load_s=... second_load_s=... second_process_s=... peak_rss_gb=...
 """
+
 from __future__ import annotations
 
 import json
@@ -47,11 +48,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as cache:
         first, second = run(cache), run(cache)
     for name, r in (("first (dequantize + cache)", first), ("second (from cache)", second)):
-        print(f"{name:28s} load_smollm2 {r['load_s']:6.2f} s  imports {r['imports_s']:5.2f} s  "
-              f"process {r['process_s']:6.2f} s  peak RSS {r['peak_rss_gb']:.2f} GB  -> {r['text']!r}")
+        print(
+            f"{name:28s} load_smollm2 {r['load_s']:6.2f} s  imports {r['imports_s']:5.2f} s  "
+            f"process {r['process_s']:6.2f} s  peak RSS {r['peak_rss_gb']:.2f} GB  -> {r['text']!r}"
+        )
     assert first["text"] == second["text"], "the cached model generates differently"
-    print(f"RESULT first_load_s={first['load_s']:.2f} second_load_s={second['load_s']:.2f} "
-          f"second_process_s={second['process_s']:.2f} peak_rss_gb={max(first['peak_rss_gb'], second['peak_rss_gb']):.2f}")
+    print(
+        f"RESULT first_load_s={first['load_s']:.2f} second_load_s={second['load_s']:.2f} "
+        f"second_process_s={second['process_s']:.2f} peak_rss_gb={max(first['peak_rss_gb'], second['peak_rss_gb']):.2f}"
+    )
     return 0
 
 

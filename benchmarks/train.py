@@ -16,6 +16,7 @@
 
 Last line: ``RESULT loop_vs_bare=... val_bits_per_byte=... train_minutes=...``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from course_lib.model import build_model, count_parameters, make_config  # noqa: E402
-from course_lib.training import (  # noqa: E402
+from course_lib.model import build_model, count_parameters, make_config
+from course_lib.training import (
     COURSE_RECIPES,
     TrainConfig,
     evaluate_bits_per_byte,
@@ -59,8 +60,16 @@ def bare_loop(model, ids, steps, batch_size, block_size, lr, seed) -> float:
 
 
 def course_loop(model, ids, steps, batch_size, block_size, lr, seed, progress) -> float:
-    cfg = TrainConfig(max_steps=steps, batch_size=batch_size, block_size=block_size, learning_rate=lr,
-                      warmup_steps=min(10, steps), seed=seed, progress=progress, log_interval=10)
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=batch_size,
+        block_size=block_size,
+        learning_rate=lr,
+        warmup_steps=min(10, steps),
+        seed=seed,
+        progress=progress,
+        log_interval=10,
+    )
     t0 = time.perf_counter()
     train(model, ids, None, cfg)
     return steps * batch_size * block_size / (time.perf_counter() - t0)
@@ -82,17 +91,32 @@ def main(argv=None) -> None:
     bs, block, lr = recipe["batch_size"], recipe["block_size"], recipe["learning_rate"]
     train_ids, val_ids = shakespeare_bytes("train"), shakespeare_bytes("validation")
     config = make_config(args.preset)
-    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}; model {args.preset}: "
-          f"{count_parameters(build_model(config)):,} parameters; batch {bs} x {block} bytes")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f}; model {args.preset}: "
+        f"{count_parameters(build_model(config)):,} parameters; batch {bs} x {block} bytes"
+    )
 
     # 1. throughput, interleaved so that machine load affects both loops alike
     bare, course = [], []
     for r in range(args.repeats):
         bare.append(bare_loop(build_model(config, seed=r), train_ids, args.steps, bs, block, lr, r))
-        course.append(course_loop(build_model(config, seed=r), train_ids, args.steps, bs, block, lr, r,
-                                  progress=not args.no_progress))
-        print(f"repeat {r}: bare {bare[-1]:8,.0f} tokens/s   course loop {course[-1]:8,.0f} tokens/s", flush=True)
+        course.append(
+            course_loop(
+                build_model(config, seed=r),
+                train_ids,
+                args.steps,
+                bs,
+                block,
+                lr,
+                r,
+                progress=not args.no_progress,
+            )
+        )
+        print(
+            f"repeat {r}: bare {bare[-1]:8,.0f} tokens/s   course loop {course[-1]:8,.0f} tokens/s",
+            flush=True,
+        )
     ratio = statistics.median(course) / statistics.median(bare)
     print(f"course loop / bare loop (median tokens/s): {ratio:.3f}   (goal >= 0.95)")
 
@@ -108,9 +132,13 @@ def main(argv=None) -> None:
         val_bpb = evaluate_bits_per_byte(model, val_ids, block, bs)
         for h in history:
             if "val_bpb" in h:
-                print(f"  step {h['step']:5d}  {h['elapsed_s'] / 60:5.2f} min  validation (sampled) {h['val_bpb']:.3f} bits/byte")
-        print(f"default recipe: {recipe['max_steps']} steps in {minutes:.2f} min; validation on all "
-              f"held-out plays {val_bpb:.3f} bits/byte (goal <= 2.4 within 5 min; xz -9: {xz:.3f})")
+                print(
+                    f"  step {h['step']:5d}  {h['elapsed_s'] / 60:5.2f} min  validation (sampled) {h['val_bpb']:.3f} bits/byte"
+                )
+        print(
+            f"default recipe: {recipe['max_steps']} steps in {minutes:.2f} min; validation on all "
+            f"held-out plays {val_bpb:.3f} bits/byte (goal <= 2.4 within 5 min; xz -9: {xz:.3f})"
+        )
     print(f"RESULT loop_vs_bare={ratio:.3f} val_bits_per_byte={val_bpb:.3f} train_minutes={minutes:.2f}")
 
 

@@ -1,11 +1,12 @@
 """Command line of Open LLM Lab: ``python -m course_lib COMMAND``.
 
-    doctor                 check this machine (versions, data files, memory, offline readiness)
-    release LAB|--all      regenerate labs/LAB from solutions/LAB with nbgrader
-    labs                   list the labs
-    grade LAB [--submissions DIR] [--workers N] [--student ID]
-                           autograde submissions in sandboxes, verdicts outside student code
+doctor                 check this machine (versions, data files, memory, offline readiness)
+release LAB|--all      regenerate labs/LAB from solutions/LAB with nbgrader
+labs                   list the labs
+grade LAB [--submissions DIR] [--workers N] [--student ID]
+                       autograde submissions in sandboxes, verdicts outside student code
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,12 @@ _LIMIT_OPTIONS = [
     ("--memory-gb", "memory_gb", float, "memory limit per submission"),
     ("--cell-timeout", "call_timeout_s", float, "seconds per cell or call"),
     ("--cpu-seconds", "cpu_seconds", int, "CPU seconds per submission"),
-    ("--submission-timeout", "submission_timeout_s", float,
-     "wall seconds per submission, all cells together"),
+    (
+        "--submission-timeout",
+        "submission_timeout_s",
+        float,
+        "wall seconds per submission, all cells together",
+    ),
     ("--max-processes", "max_processes", int, "processes and threads per submission"),
     ("--tmp-mb", "tmp_mb", int, "MB of private writable space per submission"),
 ]
@@ -27,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     from .grading.limits import SandboxLimits
 
     defaults = SandboxLimits.field_defaults()
-    parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check that this machine is ready for the course")
     rel = sub.add_parser("release", help="regenerate labs/ from solutions/ with nbgrader")
@@ -37,15 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("labs", help="list the labs")
     gr = sub.add_parser("grade", help="autograde a lab's submissions safely and in parallel")
     gr.add_argument("lab")
-    gr.add_argument("--submissions", help="folder of submissions (default: <course>/submitted), "
-                    "laid out as <student>/<lab>/<lab>.ipynb")
+    gr.add_argument(
+        "--submissions",
+        help="folder of submissions (default: <course>/submitted), laid out as <student>/<lab>/<lab>.ipynb",
+    )
     gr.add_argument("--workers", type=int, default=2, help="submissions graded in parallel")
     gr.add_argument("--student", help="grade only this student")
     gr.add_argument("--course", help="nbgrader course folder (default: this repository)")
     gr.add_argument("--csv", help="where to export grades (default: <course>/grades/<lab>.csv)")
     for option, field, kind, what in _LIMIT_OPTIONS:  # one option per SandboxLimits field
-        gr.add_argument(option, dest=field, type=kind, default=defaults[field],
-                        help=f"{what} (default: %(default)s)")
+        gr.add_argument(
+            option, dest=field, type=kind, default=defaults[field], help=f"{what} (default: %(default)s)"
+        )
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
@@ -61,11 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         from .grading import REPO_ROOT, grade_lab
 
         try:
-            results = grade_lab(args.lab, args.submissions, workers=args.workers,
-                                student=args.student, course_root=args.course or REPO_ROOT,
-                                csv_path=args.csv,
-                                limits={field: getattr(args, field)
-                                        for _, field, _, _ in _LIMIT_OPTIONS})
+            results = grade_lab(
+                args.lab,
+                args.submissions,
+                workers=args.workers,
+                student=args.student,
+                course_root=args.course or REPO_ROOT,
+                csv_path=args.csv,
+                limits={field: getattr(args, field) for _, field, _, _ in _LIMIT_OPTIONS},
+            )
         except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
         # exit 1 when something could not be graded: a script or service must notice
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.all == bool(args.lab):
             parser.error("give one LAB or --all")
-        for lab in (list_labs() if args.all else [args.lab]):
+        for lab in list_labs() if args.all else [args.lab]:
             print(f"released {release(lab)}")
         return 0
     return 2

@@ -22,12 +22,12 @@ raises ``TypeError``; a value of the right type out of range raises ``ValueError
     >>> check_texts("texts", "one review", allow_str=True)
     ['one review']
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["check_int", "check_positive_int", "check_str", "check_texts", "check_tensor",
-           "check_choice"]
+__all__ = ["check_int", "check_positive_int", "check_str", "check_texts", "check_tensor", "check_choice"]
 
 
 def _is_int(value) -> bool:
@@ -87,8 +87,9 @@ def check_str(name: str, value) -> str:
     return value
 
 
-def check_texts(name: str, texts, *, allow_str: bool = False, allow_empty: bool = True,
-                allow_blank: bool = True) -> list[str]:
+def check_texts(
+    name: str, texts, *, allow_str: bool = False, allow_empty: bool = True, allow_blank: bool = True
+) -> list[str]:
     """``texts`` as a ``list[str]`` (any iterable of ``str`` is accepted).
 
     ``allow_str`` turns a single ``str`` into a one-element list (otherwise it is an error, since
@@ -110,8 +111,10 @@ def check_texts(name: str, texts, *, allow_str: bool = False, allow_empty: bool 
         if allow_str:
             texts = [texts]
         else:
-            raise TypeError(f"{name} must be a list of str (one per text), got a single str; "
-                            f"wrap it in a list: [{texts[:30]!r}]")
+            raise TypeError(
+                f"{name} must be a list of str (one per text), got a single str; "
+                f"wrap it in a list: [{texts[:30]!r}]"
+            )
     elif isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
         raise TypeError(f"{name} must be a list of str (one per text), got {type(texts).__name__}")
     texts = list(texts)
@@ -137,7 +140,9 @@ def check_tensor(name: str, x, *, ndim: int | None = None, floating: bool = Fals
     import torch
 
     if not isinstance(x, torch.Tensor):
-        hint = "; convert it with torch.as_tensor(x)" if hasattr(x, "__array__") or isinstance(x, list) else ""
+        hint = (
+            "; convert it with torch.as_tensor(x)" if hasattr(x, "__array__") or isinstance(x, list) else ""
+        )
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}{hint}")
     if ndim is not None and x.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")

@@ -23,6 +23,7 @@ Example
 >>> torch.allclose(out, ref, atol=1e-6)
 True
 """
+
 from __future__ import annotations
 
 import math
@@ -75,14 +76,20 @@ def causal_mask(q_len: int, kv_len: int | None = None, device=None) -> torch.Ten
     kv_len = q_len if kv_len is None else kv_len
     check_positive_int("kv_len", kv_len)
     if kv_len < q_len:
-        raise ValueError(f"kv_len must be >= q_len (keys include every query), got q_len={q_len}, "
-                         f"kv_len={kv_len}")
+        raise ValueError(
+            f"kv_len must be >= q_len (keys include every query), got q_len={q_len}, kv_len={kv_len}"
+        )
     return torch.ones(q_len, kv_len, dtype=torch.bool, device=device).tril(diagonal=kv_len - q_len)
 
 
-def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                 mask: torch.Tensor | None = None, causal: bool = False,
-                                 return_weights: bool = False):
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    return_weights: bool = False,
+):
     """``softmax(q k^T / sqrt(D) + mask) v``, written out so every step can be inspected.
 
     Why ``1/sqrt(D)``: with unit-variance q and k, a dot product over ``D`` dimensions has
@@ -111,13 +118,16 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         if x.dim() < 2:
             raise ValueError(f"{name} must have at least 2 dimensions (..., T, D), got {tuple(x.shape)}")
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q and k must have the same last dimension (head size), got "
-                         f"q {tuple(q.shape)} and k {tuple(k.shape)}")
+        raise ValueError(
+            f"q and k must have the same last dimension (head size), got "
+            f"q {tuple(q.shape)} and k {tuple(k.shape)}"
+        )
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"k and v must have the same number of positions, got k {tuple(k.shape)} "
-                         f"and v {tuple(v.shape)}")
+        raise ValueError(
+            f"k and v must have the same number of positions, got k {tuple(k.shape)} and v {tuple(v.shape)}"
+        )
     t_q, t_k = q.shape[-2], k.shape[-2]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])          # (..., Tq, Tk)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Tq, Tk)
     if causal:
         cm = causal_mask(t_q, t_k, device=q.device)
         mask = cm if mask is None else (mask.to(torch.bool) & cm)
@@ -126,8 +136,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
         scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)                             # over the keys
-    out = weights @ v                                                    # (..., Tq, Dv)
+    weights = torch.softmax(scores, dim=-1)  # over the keys
+    out = weights @ v  # (..., Tq, Dv)
     return (out, weights) if return_weights else out
 
 
@@ -160,7 +170,7 @@ def rope_cos_sin(positions, head_dim: int, base: float = 10000.0, dtype=torch.fl
     check_tensor("positions", positions)
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     freqs = positions.to(torch.float32)[..., None] * inv_freq.to(positions.device)  # (..., D/2)
-    emb = torch.cat((freqs, freqs), dim=-1)                                          # (..., D)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (..., D)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
@@ -174,9 +184,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate ``x`` ``(B, H, T, D)`` by the angles in ``cos``/``sin`` ``(T, D)`` or ``(B, T, D)``."""
     check_tensor("x", x, ndim=4)
     if cos.shape[-1] != x.shape[-1] or cos.shape[-2] != x.shape[-2]:
-        raise ValueError(f"cos/sin must end in (T, D) = {tuple(x.shape[-2:])} to match x, got "
-                         f"{tuple(cos.shape)}")
-    if cos.dim() == 3:                     # (B, T, D) -> (B, 1, T, D): same angles for every head
+        raise ValueError(
+            f"cos/sin must end in (T, D) = {tuple(x.shape[-2:])} to match x, got {tuple(cos.shape)}"
+        )
+    if cos.dim() == 3:  # (B, T, D) -> (B, 1, T, D): same angles for every head
         cos, sin = cos[:, None], sin[:, None]
     return x * cos + rotate_half(x) * sin
 
@@ -255,19 +266,28 @@ class CausalSelfAttention(nn.Module):
     torch.Size([2, 5, 16])
     """
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None,
-                 rope_base: float | None = 10000.0, use_sdpa: bool = False, layer_idx: int = 0):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        rope_base: float | None = 10000.0,
+        use_sdpa: bool = False,
+        layer_idx: int = 0,
+    ):
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("n_heads", n_heads)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         check_positive_int("n_kv_heads", n_kv_heads)
         if d_model % n_heads:
-            raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model}, "
-                             f"n_heads={n_heads}")
+            raise ValueError(
+                f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}"
+            )
         if n_heads % n_kv_heads:
-            raise ValueError(f"n_heads must be divisible by n_kv_heads, got n_heads={n_heads}, "
-                             f"n_kv_heads={n_kv_heads}")
+            raise ValueError(
+                f"n_heads must be divisible by n_kv_heads, got n_heads={n_heads}, n_kv_heads={n_kv_heads}"
+            )
         self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
         self.rope_base, self.use_sdpa, self.layer_idx = rope_base, use_sdpa, layer_idx
@@ -276,8 +296,7 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                return_weights: bool = False):
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, return_weights: bool = False):
         """Attend over ``x`` ``(B, T, C)`` (plus any cached tokens); returns ``(B, T, C)``.
 
         With a ``cache``, ``x`` holds only the new tokens: their positions continue after the
@@ -294,12 +313,13 @@ class CausalSelfAttention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.rope_base is not None:
-            cos, sin = rope_cos_sin(torch.arange(past, past + T, device=x.device), self.head_dim,
-                                    self.rope_base, dtype=x.dtype)
+            cos, sin = rope_cos_sin(
+                torch.arange(past, past + T, device=x.device), self.head_dim, self.rope_base, dtype=x.dtype
+            )
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        if self.n_kv_heads != self.n_heads:     # grouped-query attention: share k/v across groups
+        if self.n_kv_heads != self.n_heads:  # grouped-query attention: share k/v across groups
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         mask = causal_mask(T, k.shape[-2], device=x.device)
@@ -308,13 +328,12 @@ class CausalSelfAttention(nn.Module):
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             out, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=True)
-        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)   # re-join heads
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # re-join heads
         out = self.o_proj(out)
         return (out, weights) if return_weights else out
 
     @classmethod
-    def from_llama(cls, llama_attention: nn.Module, config, use_sdpa: bool = False
-                   ) -> "CausalSelfAttention":
+    def from_llama(cls, llama_attention: nn.Module, config, use_sdpa: bool = False) -> "CausalSelfAttention":
         """Build a copy of a ``transformers`` ``LlamaAttention`` layer (same weights, same output).
 
         Parameters
@@ -326,20 +345,34 @@ class CausalSelfAttention(nn.Module):
         """
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
             if not isinstance(getattr(llama_attention, name, None), nn.Linear):
-                raise TypeError(f"llama_attention must be a LlamaAttention with nn.Linear {name}, "
-                                f"got {type(llama_attention).__name__}")
+                raise TypeError(
+                    f"llama_attention must be a LlamaAttention with nn.Linear {name}, "
+                    f"got {type(llama_attention).__name__}"
+                )
         if getattr(llama_attention.q_proj, "bias", None) is not None:
-            raise ValueError("attention_bias=True is not supported: build the LlamaConfig with "
-                             "attention_bias=False")
+            raise ValueError(
+                "attention_bias=True is not supported: build the LlamaConfig with attention_bias=False"
+            )
         rope = getattr(config, "rope_parameters", None) or {}
         if rope.get("rope_type", "default") != "default":
             raise ValueError(f"only default RoPE is supported, got rope_type={rope.get('rope_type')!r}")
-        attn = cls(config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
-                   rope_base=float(rope.get("rope_theta", 10000.0)), use_sdpa=use_sdpa,
-                   layer_idx=getattr(llama_attention, "layer_idx", 0) or 0)
+        attn = cls(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            rope_base=float(rope.get("rope_theta", 10000.0)),
+            use_sdpa=use_sdpa,
+            layer_idx=getattr(llama_attention, "layer_idx", 0) or 0,
+        )
         if attn.head_dim != getattr(config, "head_dim", attn.head_dim):
-            raise ValueError(f"config.head_dim={config.head_dim} differs from hidden_size / "
-                             f"num_attention_heads = {attn.head_dim}; not supported")
-        attn.load_state_dict({f"{n}.weight": getattr(llama_attention, n).weight.detach().clone()
-                              for n in ("q_proj", "k_proj", "v_proj", "o_proj")})
+            raise ValueError(
+                f"config.head_dim={config.head_dim} differs from hidden_size / "
+                f"num_attention_heads = {attn.head_dim}; not supported"
+            )
+        attn.load_state_dict(
+            {
+                f"{n}.weight": getattr(llama_attention, n).weight.detach().clone()
+                for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+            }
+        )
         return attn.to(llama_attention.q_proj.weight.dtype)

@@ -26,6 +26,7 @@ Example
 >>> round(r.gap, 3)
 0.3
 """
+
 from __future__ import annotations
 
 import math
@@ -67,6 +68,7 @@ WORD_SLOT = "{word}"
 # Counterfactual templates
 # --------------------------------------------------------------------------------------------
 
+
 def _check_group(names, arg: str) -> list[str]:
     if isinstance(names, str):
         raise TypeError(f"{arg} must be a list of names, not a single str; wrap it: [{names!r}]")
@@ -76,8 +78,7 @@ def _check_group(names, arg: str) -> list[str]:
     return names
 
 
-def counterfactual_pairs(templates, names_a, names_b, words=None, n_names: int | None = None,
-                         seed: int = 0):
+def counterfactual_pairs(templates, names_a, names_b, words=None, n_names: int | None = None, seed: int = 0):
     """Every template x word x name pair, filled once with a name from A and once from B.
 
     Names are shuffled (seeded) within each group and paired by position, so pair ``i`` always
@@ -118,8 +119,10 @@ def counterfactual_pairs(templates, names_a, names_b, words=None, n_names: int |
             raise ValueError("words is empty: pass None for templates without a {word} slot")
     for i, t in enumerate(templates):
         if not isinstance(t, str) or NAME_SLOT not in t:
-            raise ValueError(f"templates[{i}] = {t!r} has no {NAME_SLOT} slot; every template must "
-                             f"contain {NAME_SLOT} exactly where the name goes")
+            raise ValueError(
+                f"templates[{i}] = {t!r} has no {NAME_SLOT} slot; every template must "
+                f"contain {NAME_SLOT} exactly where the name goes"
+            )
         if words is not None and WORD_SLOT not in t:
             raise ValueError(f"templates[{i}] = {t!r} has no {WORD_SLOT} slot but words were given")
         if words is None and WORD_SLOT in t:
@@ -128,22 +131,31 @@ def counterfactual_pairs(templates, names_a, names_b, words=None, n_names: int |
     if n_names is None:
         n_names = n_max
     if not isinstance(n_names, int) or not 1 <= n_names <= n_max:
-        raise ValueError(f"n_names must be an int between 1 and {n_max} (the smaller group), "
-                         f"got {n_names!r}")
+        raise ValueError(f"n_names must be an int between 1 and {n_max} (the smaller group), got {n_names!r}")
     rng = np.random.default_rng(seed)
     a = [names_a[i] for i in rng.permutation(len(names_a))[:n_names]]
     b = [names_b[i] for i in rng.permutation(len(names_b))[:n_names]]
     rows = []
     for (tid, t), w, (na, nb) in product(enumerate(templates), words or [None], zip(a, b)):
         filled = t if w is None else t.replace(WORD_SLOT, w)
-        rows.append({"template_id": tid, "template": t, "word": w, "name_a": na, "name_b": nb,
-                     "text_a": filled.replace(NAME_SLOT, na), "text_b": filled.replace(NAME_SLOT, nb)})
+        rows.append(
+            {
+                "template_id": tid,
+                "template": t,
+                "word": w,
+                "name_a": na,
+                "name_b": nb,
+                "text_a": filled.replace(NAME_SLOT, na),
+                "text_b": filled.replace(NAME_SLOT, nb),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------
 # Paired statistics
 # --------------------------------------------------------------------------------------------
+
 
 def _as_1d(x, arg: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
@@ -163,13 +175,16 @@ def paired_differences(scores_a, scores_b) -> np.ndarray:
     """
     a, b = _as_1d(scores_a, "scores_a"), _as_1d(scores_b, "scores_b")
     if a.shape != b.shape:
-        raise ValueError(f"scores_a and scores_b must be paired (same length), got {a.size} and "
-                         f"{b.size}; score both texts of every pair")
+        raise ValueError(
+            f"scores_a and scores_b must be paired (same length), got {a.size} and "
+            f"{b.size}; score both texts of every pair"
+        )
     return a - b
 
 
-def sign_flip_test(diffs, n_permutations: int = 10_000, seed: int = 0,
-                   alternative: str = "two-sided") -> float:
+def sign_flip_test(
+    diffs, n_permutations: int = 10_000, seed: int = 0, alternative: str = "two-sided"
+) -> float:
     """Paired permutation test of "mean difference = 0" by random sign flips.
 
     Under the null hypothesis that the group label does not matter, each pair's two texts are
@@ -205,8 +220,8 @@ def sign_flip_test(diffs, n_permutations: int = 10_000, seed: int = 0,
     observed = stat(d.mean())
     tol = 1e-12 * max(1.0, float(np.abs(d).max()))  # ties must count as "as extreme"
     n = d.size
-    if n <= 20 and 2 ** n <= n_permutations:
-        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # (2**N, N) of +-1
+    if n <= 20 and 2**n <= n_permutations:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)  # (2**N, N) of +-1
         return float(np.mean(stat(signs @ d / n) >= observed - tol))
     rng = np.random.default_rng(seed)
     hits = 0
@@ -217,8 +232,9 @@ def sign_flip_test(diffs, n_permutations: int = 10_000, seed: int = 0,
     return (1 + hits) / (1 + n_permutations)
 
 
-def mean_difference_ci(diffs, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0,
-                 clusters=None) -> tuple[float, float]:
+def mean_difference_ci(
+    diffs, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0, clusters=None
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean paired difference.
 
     Resamples whole *pairs* (the difference ``d_i`` travels as a unit, so the pairing is kept).
@@ -254,14 +270,15 @@ def mean_difference_ci(diffs, n_boot: int = 10_000, confidence: float = 0.95, se
         for start in range(0, n_boot, 1000):
             k = min(1000, n_boot - start)
             idx = rng.integers(0, d.size, size=(k, d.size))
-            means[start:start + k] = d[idx].mean(axis=1)
+            means[start : start + k] = d[idx].mean(axis=1)
     else:
         labels = np.asarray(clusters)
         if labels.shape != d.shape:
-            raise ValueError(f"clusters must have one label per difference ({d.size}), got shape "
-                             f"{labels.shape}")
+            raise ValueError(
+                f"clusters must have one label per difference ({d.size}), got shape {labels.shape}"
+            )
         uniq, inverse = np.unique(labels, return_inverse=True)
-        sums = np.bincount(inverse, weights=d)       # (C,) sum of differences per cluster
+        sums = np.bincount(inverse, weights=d)  # (C,) sum of differences per cluster
         counts = np.bincount(inverse).astype(float)  # (C,) pairs per cluster
         idx = rng.integers(0, uniq.size, size=(n_boot, uniq.size))
         means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
@@ -312,12 +329,21 @@ class GapResult:
         return asdict(self)
 
     def __str__(self) -> str:
-        return (f"gap {self.gap:+.4f} ({self.confidence:.0%} CI {self.ci_low:+.4f} to "
-                f"{self.ci_high:+.4f}), p = {self.p_value:.4f}, n = {self.n} pairs")
+        return (
+            f"gap {self.gap:+.4f} ({self.confidence:.0%} CI {self.ci_low:+.4f} to "
+            f"{self.ci_high:+.4f}), p = {self.p_value:.4f}, n = {self.n} pairs"
+        )
 
 
-def paired_gap(scores_a, scores_b, n_permutations: int = 10_000, n_boot: int = 10_000,
-               confidence: float = 0.95, seed: int = 0, clusters=None) -> GapResult:
+def paired_gap(
+    scores_a,
+    scores_b,
+    n_permutations: int = 10_000,
+    n_boot: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    clusters=None,
+) -> GapResult:
     """Mean paired difference with a bootstrap CI and a sign-flip p-value.
 
     Parameters
@@ -336,9 +362,16 @@ def paired_gap(scores_a, scores_b, n_permutations: int = 10_000, n_boot: int = 1
     return GapResult(float(d.mean()), lo, hi, float(p), int(d.size), confidence)
 
 
-def per_template_gaps(scores_a, scores_b, template_ids, n_permutations: int = 10_000,
-                      n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0,
-                      alpha: float = 0.05):
+def per_template_gaps(
+    scores_a,
+    scores_b,
+    template_ids,
+    n_permutations: int = 10_000,
+    n_boot: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    alpha: float = 0.05,
+):
     """``paired_gap`` within each template, with Holm-adjusted p-values across templates.
 
     Testing each of m templates at level alpha flags one by chance with probability up to
@@ -358,10 +391,24 @@ def per_template_gaps(scores_a, scores_b, template_ids, n_permutations: int = 10
     rows = []
     for tid in pd.unique(t):
         mask = t == tid
-        r = paired_gap(d[mask], np.zeros(mask.sum()), n_permutations=n_permutations,
-                       n_boot=n_boot, confidence=confidence, seed=seed)
-        rows.append({"template_id": tid, "n": r.n, "gap": r.gap, "ci_low": r.ci_low,
-                     "ci_high": r.ci_high, "p_value": r.p_value})
+        r = paired_gap(
+            d[mask],
+            np.zeros(mask.sum()),
+            n_permutations=n_permutations,
+            n_boot=n_boot,
+            confidence=confidence,
+            seed=seed,
+        )
+        rows.append(
+            {
+                "template_id": tid,
+                "n": r.n,
+                "gap": r.gap,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "p_value": r.p_value,
+            }
+        )
     df = pd.DataFrame(rows).set_index("template_id")
     df["p_holm"] = holm(df["p_value"].to_numpy())
     df["significant"] = df["p_holm"] < alpha
@@ -378,14 +425,16 @@ def flip_rate(labels_a, labels_b) -> float:
     """
     a, b = np.asarray(labels_a), np.asarray(labels_b)
     if a.ndim != 1 or a.shape != b.shape or a.size == 0:
-        raise ValueError(f"labels_a and labels_b must be non-empty 1-D and paired, got shapes "
-                         f"{a.shape} and {b.shape}")
+        raise ValueError(
+            f"labels_a and labels_b must be non-empty 1-D and paired, got shapes {a.shape} and {b.shape}"
+        )
     return float(np.mean(a != b))
 
 
 # --------------------------------------------------------------------------------------------
 # Binomial rates (CrowS-Pairs, StereoSet)
 # --------------------------------------------------------------------------------------------
+
 
 def binomial_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion ``k / n`` (good even near 0, 1 and for small n).
@@ -426,6 +475,7 @@ def binomial_test(k: int, n: int, p: float = 0.5) -> float:
 # Causal-LM likelihoods
 # --------------------------------------------------------------------------------------------
 
+
 def _encode(tokenizer, text: str) -> list[int]:
     from transformers import PreTrainedTokenizerBase
 
@@ -433,12 +483,19 @@ def _encode(tokenizer, text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if hasattr(tokenizer, "encode"):
         return [int(i) for i in tokenizer.encode(text)]
-    raise TypeError(f"tokenizer must be a transformers tokenizer or have .encode(text), got "
-                    f"{type(tokenizer).__name__}")
+    raise TypeError(
+        f"tokenizer must be a transformers tokenizer or have .encode(text), got {type(tokenizer).__name__}"
+    )
 
 
-def sentence_log_likelihoods(model, tokenizer, sentences, prefix_token_id: int | None = None,
-                             batch_size: int = 16, progress: bool = False):
+def sentence_log_likelihoods(
+    model,
+    tokenizer,
+    sentences,
+    prefix_token_id: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+):
     """Log-likelihood of each whole sentence under a causal LM, in nats.
 
     ``log p(s) = sum_t log p(x_t | prefix, x_<t)`` over *every* token of the sentence: a prefix
@@ -472,8 +529,10 @@ def sentence_log_likelihoods(model, tokenizer, sentences, prefix_token_id: int |
         if prefix_token_id is None:
             prefix_token_id = getattr(tokenizer, "eos_token_id", None)
         if prefix_token_id is None:
-            raise ValueError("the tokenizer has no bos_token_id or eos_token_id: pass "
-                             "prefix_token_id (a token that starts a text, e.g. a newline)")
+            raise ValueError(
+                "the tokenizer has no bos_token_id or eos_token_id: pass "
+                "prefix_token_id (a token that starts a text, e.g. a newline)"
+            )
     ids = [[int(prefix_token_id)] + _encode(tokenizer, s) for s in sentences]
     for s, x in zip(sentences, ids):
         if len(x) < 2:
@@ -484,18 +543,17 @@ def sentence_log_likelihoods(model, tokenizer, sentences, prefix_token_id: int |
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(ids), batch_size), desc="scoring", disable=not progress,
-                          leave=False):
-            batch = order[start:start + batch_size]
+        for start in tqdm(range(0, len(ids), batch_size), desc="scoring", disable=not progress, leave=False):
+            batch = order[start : start + batch_size]
             width = max(len(ids[i]) for i in batch)
             x = torch.zeros(len(batch), width, dtype=torch.long)
             mask = torch.zeros(len(batch), width, dtype=torch.long)
             for row, i in enumerate(batch):  # right padding: real tokens keep positions 0..L-1
-                x[row, :len(ids[i])] = torch.tensor(ids[i])
-                mask[row, :len(ids[i])] = 1
+                x[row, : len(ids[i])] = torch.tensor(ids[i])
+                mask[row, : len(ids[i])] = 1
             logits = model(input_ids=x, attention_mask=mask).logits.float()  # (B, T, V)
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)                 # predicts x[:, 1:]
-            tok_lp = logp.gather(-1, x[:, 1:, None]).squeeze(-1)             # (B, T-1)
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts x[:, 1:]
+            tok_lp = logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
             scored = mask[:, 1:].float()
             ll[batch] = (tok_lp * scored).sum(1).double().numpy()
             counts[batch] = scored.sum(1).long().numpy()
@@ -533,8 +591,17 @@ def crows_pairs_summary(ll_more, ll_less, groups=None, confidence: float = 0.95)
         mask = np.ones(diff.size, bool) if key == "all" else (g == key)
         k, n = int((diff[mask] > 0).sum()), int(mask.sum())
         lo, hi = binomial_ci(k, n, confidence)
-        rows.append({"group": key, "n": n, "stereo_rate": k / n, "ci_low": lo, "ci_high": hi,
-                     "p_value": binomial_test(k, n), "mean_ll_diff": float(diff[mask].mean())})
+        rows.append(
+            {
+                "group": key,
+                "n": n,
+                "stereo_rate": k / n,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_value": binomial_test(k, n),
+                "mean_ll_diff": float(diff[mask].mean()),
+            }
+        )
     return pd.DataFrame(rows).set_index("group")
 
 
@@ -559,8 +626,9 @@ def stereoset_scores(ll_stereo, ll_anti, ll_unrelated) -> dict:
     a = _as_1d(ll_anti, "ll_anti")
     u = _as_1d(ll_unrelated, "ll_unrelated")
     if not s.shape == a.shape == u.shape:
-        raise ValueError(f"ll_stereo, ll_anti and ll_unrelated must have the same length, got "
-                         f"{s.size}, {a.size}, {u.size}")
+        raise ValueError(
+            f"ll_stereo, ll_anti and ll_unrelated must have the same length, got {s.size}, {a.size}, {u.size}"
+        )
     lms = 100.0 * (np.sum(s > u) + np.sum(a > u)) / (2 * s.size)
     ss = 100.0 * np.mean(s > a)
     icat = lms * min(ss, 100.0 - ss) / 50.0
@@ -584,8 +652,9 @@ def bbq_bias_score(n_biased: int, n_non_unknown: int, accuracy: float | None = N
     """
     check_positive_int("n_non_unknown", n_non_unknown)
     if not isinstance(n_biased, (int, np.integer)) or not 0 <= n_biased <= n_non_unknown:
-        raise ValueError(f"n_biased must be an int between 0 and n_non_unknown={n_non_unknown}, "
-                         f"got {n_biased!r}")
+        raise ValueError(
+            f"n_biased must be an int between 0 and n_non_unknown={n_non_unknown}, got {n_biased!r}"
+        )
     s_dis = 2.0 * n_biased / n_non_unknown - 1.0
     if accuracy is None:
         return s_dis
@@ -601,13 +670,35 @@ def bbq_bias_score(n_biased: int, n_non_unknown: int, accuracy: float | None = N
 # Bidirectional swaps (Lu et al. 2020; Maudslay et al. 2019). "her" is ambiguous (him/his): we
 # map it to "his", a known imperfection of word-level CDA.
 GENDER_WORD_PAIRS = (
-    ("he", "she"), ("him", "her"), ("his", "her"), ("himself", "herself"), ("man", "woman"),
-    ("men", "women"), ("boy", "girl"), ("boys", "girls"), ("father", "mother"),
-    ("fathers", "mothers"), ("son", "daughter"), ("sons", "daughters"), ("brother", "sister"),
-    ("brothers", "sisters"), ("husband", "wife"), ("husbands", "wives"), ("king", "queen"),
-    ("actor", "actress"), ("actors", "actresses"), ("mr", "mrs"), ("male", "female"),
-    ("gentleman", "lady"), ("gentlemen", "ladies"), ("guy", "gal"), ("uncle", "aunt"),
-    ("nephew", "niece"), ("boyfriend", "girlfriend"), ("dad", "mom"), ("hero", "heroine"),
+    ("he", "she"),
+    ("him", "her"),
+    ("his", "her"),
+    ("himself", "herself"),
+    ("man", "woman"),
+    ("men", "women"),
+    ("boy", "girl"),
+    ("boys", "girls"),
+    ("father", "mother"),
+    ("fathers", "mothers"),
+    ("son", "daughter"),
+    ("sons", "daughters"),
+    ("brother", "sister"),
+    ("brothers", "sisters"),
+    ("husband", "wife"),
+    ("husbands", "wives"),
+    ("king", "queen"),
+    ("actor", "actress"),
+    ("actors", "actresses"),
+    ("mr", "mrs"),
+    ("male", "female"),
+    ("gentleman", "lady"),
+    ("gentlemen", "ladies"),
+    ("guy", "gal"),
+    ("uncle", "aunt"),
+    ("nephew", "niece"),
+    ("boyfriend", "girlfriend"),
+    ("dad", "mom"),
+    ("hero", "heroine"),
 )
 
 
@@ -640,8 +731,10 @@ def counterfactual_augment(texts, word_pairs=GENDER_WORD_PAIRS, name_pairs=()):
         mapping.setdefault(y, x)
     if not mapping:
         raise ValueError("word_pairs and name_pairs are both empty: nothing to swap")
-    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, mapping), key=len, reverse=True))
-                         + r")\b", flags=re.IGNORECASE)
+    pattern = re.compile(
+        r"\b(" + "|".join(sorted(map(re.escape, mapping), key=len, reverse=True)) + r")\b",
+        flags=re.IGNORECASE,
+    )
 
     def swap(m):
         word = m.group(0)

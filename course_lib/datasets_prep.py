@@ -22,6 +22,7 @@ Example
 >>> scrub_pii("mail me at ann@example.org or 555-867-5309")
 'mail me at <EMAIL> or <PHONE>'
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,11 +63,25 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 # Typographic punctuation that NFKC leaves alone, mapped to ASCII so "it's" and "it’s" are one word.
-_ASCII_PUNCT = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2212": "-",
-})
+_ASCII_PUNCT = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2212": "-",
+    }
+)
 # Zero-width and BOM characters: invisible, but they split words for a tokenizer.
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 # Unicode category Cc (C0/C1 controls and DEL) except tab and newline.
@@ -76,8 +91,9 @@ _SPACES = re.compile(r"[ \t]{2,}|\t")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
-def normalize_text(text: str, form: str = "NFKC", ascii_punctuation: bool = True,
-                   strip_html: bool = True) -> str:
+def normalize_text(
+    text: str, form: str = "NFKC", ascii_punctuation: bool = True, strip_html: bool = True
+) -> str:
     """Normalise one document so that text that *looks* the same *is* the same.
 
     Steps: HTML entities unescaped and tags removed (``strip_html``); Unicode normalisation
@@ -124,8 +140,10 @@ def normalize_text(text: str, form: str = "NFKC", ascii_punctuation: bool = True
 # Exact and near-duplicate detection
 # ----------------------------------------------------------------------------------------------
 
-def exact_duplicate_groups(texts: Sequence[str], key: Callable[[str], str] | None = normalize_text
-                           ) -> list[list[int]]:
+
+def exact_duplicate_groups(
+    texts: Sequence[str], key: Callable[[str], str] | None = normalize_text
+) -> list[list[int]]:
     """Groups of indices whose texts are identical after ``key`` (default :func:`normalize_text`).
 
     Hashing (sha256) makes this one pass over the corpus, whatever its size.
@@ -166,10 +184,10 @@ def shingles(text: str, k: int = 5, unit: str = "word") -> set[str]:
     check_positive_int("k", k)
     if unit == "word":
         units = _WORD.findall(text.lower())
-        joined = [" ".join(units[i:i + k]) for i in range(max(len(units) - k + 1, 1))]
+        joined = [" ".join(units[i : i + k]) for i in range(max(len(units) - k + 1, 1))]
         return set(joined) if units else set()
     if unit == "char":
-        return {text[i:i + k] for i in range(max(len(text) - k + 1, 1))} if text else set()
+        return {text[i : i + k] for i in range(max(len(text) - k + 1, 1))} if text else set()
     raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
 
 
@@ -181,15 +199,16 @@ def jaccard(a: set, b: set) -> float:
     return 1.0 if union == 0 else len(a & b) / union
 
 
-_MERSENNE = np.uint64((1 << 31) - 1)     # a prime: (a x + b) mod p is a universal hash on [0, p)
+_MERSENNE = np.uint64((1 << 31) - 1)  # a prime: (a x + b) mod p is a universal hash on [0, p)
 
 
 def _hash32(s: str) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=4).digest(), "little")
 
 
-def minhash_signatures(texts: Sequence[str], num_perm: int = 128, k: int = 5, unit: str = "word",
-                       seed: int = 0) -> np.ndarray:
+def minhash_signatures(
+    texts: Sequence[str], num_perm: int = 128, k: int = 5, unit: str = "word", seed: int = 0
+) -> np.ndarray:
     """MinHash signatures: ``num_perm`` numbers per document whose agreement estimates Jaccard.
 
     Each of ``num_perm`` random hash functions ``h(x) = (a x + b) mod p`` orders all shingles at
@@ -234,8 +253,10 @@ def minhash_similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
     """Estimated Jaccard similarity: the fraction of positions where two signatures agree."""
     sig_a, sig_b = np.asarray(sig_a), np.asarray(sig_b)
     if sig_a.shape != sig_b.shape or sig_a.ndim != 1:
-        raise ValueError(f"sig_a and sig_b must be 1-D signatures of the same length, got shapes "
-                         f"{sig_a.shape} and {sig_b.shape}")
+        raise ValueError(
+            f"sig_a and sig_b must be 1-D signatures of the same length, got shapes "
+            f"{sig_a.shape} and {sig_b.shape}"
+        )
     return float(np.mean(sig_a == sig_b))
 
 
@@ -262,7 +283,7 @@ def lsh_candidate_pairs(signatures: np.ndarray, bands: int) -> set[tuple[int, in
     pairs: set[tuple[int, int]] = set()
     for band in range(bands):
         buckets: dict[bytes, list[int]] = defaultdict(list)
-        block = np.ascontiguousarray(signatures[:, band * rows:(band + 1) * rows])
+        block = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
         for i in range(n):
             buckets[block[i].tobytes()].append(i)
         for members in buckets.values():
@@ -272,9 +293,16 @@ def lsh_candidate_pairs(signatures: np.ndarray, bands: int) -> set[tuple[int, in
     return pairs
 
 
-def near_duplicate_pairs(texts: Sequence[str], threshold: float = 0.7, num_perm: int = 128,
-                         bands: int = 32, k: int = 5, unit: str = "word", seed: int = 0,
-                         signatures: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+def near_duplicate_pairs(
+    texts: Sequence[str],
+    threshold: float = 0.7,
+    num_perm: int = 128,
+    bands: int = 32,
+    k: int = 5,
+    unit: str = "word",
+    seed: int = 0,
+    signatures: np.ndarray | None = None,
+) -> list[tuple[int, int, float]]:
     """Pairs of near-duplicate documents: MinHash + LSH candidates, kept if similar enough.
 
     Parameters
@@ -307,8 +335,9 @@ def near_duplicate_pairs(texts: Sequence[str], threshold: float = 0.7, num_perm:
     if signatures is None:
         signatures = minhash_signatures(texts, num_perm=num_perm, k=k, unit=unit, seed=seed)
     elif np.asarray(signatures).shape[0] != len(texts):
-        raise ValueError(f"signatures must have one row per text ({len(texts)}), got shape "
-                         f"{np.asarray(signatures).shape}")
+        raise ValueError(
+            f"signatures must have one row per text ({len(texts)}), got shape {np.asarray(signatures).shape}"
+        )
     out = []
     for i, j in sorted(lsh_candidate_pairs(signatures, bands)):
         sim = minhash_similarity(signatures[i], signatures[j])
@@ -369,8 +398,10 @@ PII_PATTERNS: dict[str, re.Pattern] = {
     # local@domain.tld; the local part allows the usual dots, pluses and dashes
     "email": re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
     # a dotted quad of numbers 0-255
-    "ip": re.compile(r"(?=\d)(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}"
-                     r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?!\d|\.\d)"),
+    "ip": re.compile(
+        r"(?=\d)(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}"
+        r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?!\d|\.\d)"
+    ),
     # optional "+country", optional "(area)", then digit groups joined by single spaces, dots or
     # dashes, optional extension (no nested quantifiers: no catastrophic backtracking). find_pii
     # keeps runs with 7-15 digits that are not dates or decimals. Catches "+44 20 7946 0958",
@@ -378,16 +409,17 @@ PII_PATTERNS: dict[str, re.Pattern] = {
     # runs of years such as "1564 1616".
     "phone": re.compile(
         r"(?=[\d+(])(?<![\w+(.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d+(?:[ .-]\d+)*"
-        r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w.-]\w|\w)"),
+        r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w.-]\w|\w)"
+    ),
 }
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}")
 
 
 def _looks_like_phone(s: str) -> bool:
-    main = re.split(r"\s?(?:x|ext\.?)\s?(?=\d+$)", s)[0]     # without the extension
+    main = re.split(r"\s?(?:x|ext\.?)\s?(?=\d+$)", s)[0]  # without the extension
     n_digits = sum(ch.isdigit() for ch in main)
     if "." in main and not re.search(r"[ ()-]", main) and main.count(".") < 2:
-        return False                                    # a decimal number such as 3.14159265
+        return False  # a decimal number such as 3.14159265
     return 7 <= n_digits <= 15 and not _DATE.fullmatch(main)
 
 
@@ -423,8 +455,12 @@ def find_pii(text: str, kinds: Sequence[str] = ("email", "ip", "phone")) -> list
     return sorted(found, key=lambda f: f[1])
 
 
-def scrub_pii(text: str, kinds: Sequence[str] = ("email", "ip", "phone"),
-              placeholders: dict[str, str] | None = None, return_counts: bool = False):
+def scrub_pii(
+    text: str,
+    kinds: Sequence[str] = ("email", "ip", "phone"),
+    placeholders: dict[str, str] | None = None,
+    return_counts: bool = False,
+):
     """Replace personal data with placeholders (``<EMAIL>``, ``<IP>``, ``<PHONE>``).
 
     Placeholders, rather than deletion, keep the sentence grammatical and let the model learn
@@ -450,6 +486,7 @@ def scrub_pii(text: str, kinds: Sequence[str] = ("email", "ip", "phone"),
 # Leakage between splits
 # ----------------------------------------------------------------------------------------------
 
+
 def ngram_overlap(train_texts: Sequence[str], val_texts: Sequence[str], n: int = 8) -> float:
     """Fraction of validation word ``n``-grams that also occur in the training texts.
 
@@ -472,13 +509,14 @@ def ngram_overlap(train_texts: Sequence[str], val_texts: Sequence[str], n: int =
         words = _WORD.findall(t.lower())
         for i in range(len(words) - n + 1):
             total += 1
-            hit += " ".join(words[i:i + n]) in seen
+            hit += " ".join(words[i : i + n]) in seen
     return hit / total if total else 0.0
 
 
 # ----------------------------------------------------------------------------------------------
 # Tokenize and pack
 # ----------------------------------------------------------------------------------------------
+
 
 def encode_bytes(text: str) -> list[int]:
     """UTF-8 bytes of ``text`` as ints in ``0..255``: the course GPT's byte-level tokenizer.
@@ -495,8 +533,12 @@ def decode_bytes(ids: Iterable[int]) -> str:
     return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
 
-def pack_blocks(sequences: Sequence[Sequence[int]], block_size: int, separator_id: int | None = None,
-                drop_last: bool = True) -> list[list[int]]:
+def pack_blocks(
+    sequences: Sequence[Sequence[int]],
+    block_size: int,
+    separator_id: int | None = None,
+    drop_last: bool = True,
+) -> list[list[int]]:
     """Concatenate token sequences and cut them into blocks of exactly ``block_size`` tokens.
 
     Packing wastes no compute on padding: every position of every block is a real next-token
@@ -519,8 +561,10 @@ def pack_blocks(sequences: Sequence[Sequence[int]], block_size: int, separator_i
     if separator_id is not None:
         check_int("separator_id", separator_id, minimum=0)
     if isinstance(sequences, (str, bytes)):
-        raise TypeError("sequences must be a list of token-id lists, got a single str/bytes; "
-                        "encode it first (e.g. encode_bytes(text))")
+        raise TypeError(
+            "sequences must be a list of token-id lists, got a single str/bytes; "
+            "encode it first (e.g. encode_bytes(text))"
+        )
     full, rest = _pack_array(sequences, block_size, separator_id)
     blocks = full.tolist()
     if not drop_last and len(rest):
@@ -537,33 +581,45 @@ def _pack_array(sequences, block_size: int, separator_id: int | None = None):
         parts.append(np.asarray(seq, dtype=np.int64).reshape(-1))
     flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     n_full = len(flat) // block_size
-    return flat[:n_full * block_size].reshape(n_full, block_size), flat[n_full * block_size:]
+    return flat[: n_full * block_size].reshape(n_full, block_size), flat[n_full * block_size :]
 
 
 def _tokenize_fn(tokenizer) -> Callable[[list[str]], list[list[int]]]:
-    if tokenizer is None:                           # UTF-8 bytes, as arrays (fast to store)
-        return lambda texts: [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-                              for t in texts]
-    if hasattr(tokenizer, "encode_batch"):          # tiktoken / quicktok style
+    if tokenizer is None:  # UTF-8 bytes, as arrays (fast to store)
+        return lambda texts: [
+            np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.int64) for t in texts
+        ]
+    if hasattr(tokenizer, "encode_batch"):  # tiktoken / quicktok style
+
         def encode(texts):
             out = tokenizer.encode_batch(texts)
             if isinstance(out, tuple) and len(out) == 2 and len(out[1]) == len(texts) + 1:
-                flat, offsets = out                  # quicktok: flat ids + offsets (n + 1)
+                flat, offsets = out  # quicktok: flat ids + offsets (n + 1)
                 flat = np.asarray(flat, dtype=np.int64)
-                return [flat[offsets[i]:offsets[i + 1]] for i in range(len(texts))]
-            return [list(ids) for ids in out]        # tiktoken: one list per text
+                return [flat[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
+            return [list(ids) for ids in out]  # tiktoken: one list per text
+
         return encode
-    if hasattr(tokenizer, "model_input_names") and callable(tokenizer):   # transformers tokenizer
+    if hasattr(tokenizer, "model_input_names") and callable(tokenizer):  # transformers tokenizer
         return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
-    if callable(tokenizer):                         # any str -> list[int]
+    if callable(tokenizer):  # any str -> list[int]
         return lambda texts: [list(tokenizer(t)) for t in texts]
-    raise TypeError("tokenizer must be None (UTF-8 bytes), a transformers tokenizer, an object with "
-                    f"encode_batch, or a callable str -> list[int]; got {type(tokenizer).__name__}")
+    raise TypeError(
+        "tokenizer must be None (UTF-8 bytes), a transformers tokenizer, an object with "
+        f"encode_batch, or a callable str -> list[int]; got {type(tokenizer).__name__}"
+    )
 
 
-def tokenize_and_pack(dataset, block_size: int, tokenizer=None, text_column: str = "text",
-                      separator_id: int | None = None, batch_size: int = 1000,
-                      num_proc: int | None = None, desc: str | None = None):
+def tokenize_and_pack(
+    dataset,
+    block_size: int,
+    tokenizer=None,
+    text_column: str = "text",
+    separator_id: int | None = None,
+    batch_size: int = 1000,
+    num_proc: int | None = None,
+    desc: str | None = None,
+):
     """Tokenize a ``datasets.Dataset`` and pack it into fixed-length blocks, with two batched maps.
 
     1. ``map(tokenize, batched=True)`` adds ``input_ids`` per document (batched: the function
@@ -602,11 +658,14 @@ def tokenize_and_pack(dataset, block_size: int, tokenizer=None, text_column: str
     from datasets import Dataset
 
     if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be a datasets.Dataset (pick a split of a DatasetDict), got "
-                        f"{type(dataset).__name__}")
+        raise TypeError(
+            f"dataset must be a datasets.Dataset (pick a split of a DatasetDict), got "
+            f"{type(dataset).__name__}"
+        )
     if text_column not in dataset.column_names:
-        raise ValueError(f"text_column {text_column!r} is not a column of the dataset; columns are "
-                         f"{dataset.column_names}")
+        raise ValueError(
+            f"text_column {text_column!r} is not a column of the dataset; columns are {dataset.column_names}"
+        )
     check_positive_int("block_size", block_size)
     check_positive_int("batch_size", batch_size)
     encode = _tokenize_fn(tokenizer)
@@ -614,11 +673,18 @@ def tokenize_and_pack(dataset, block_size: int, tokenizer=None, text_column: str
     def tokenize(batch):
         return {"input_ids": encode(batch[text_column])}
 
-    def group(batch):           # documents in, blocks out: the row count changes
+    def group(batch):  # documents in, blocks out: the row count changes
         return {"input_ids": _pack_array(batch["input_ids"], block_size, separator_id)[0]}
 
-    tokenized = dataset.map(tokenize, batched=True, batch_size=batch_size, num_proc=num_proc,
-                            desc=desc or "tokenize")
-    packed = tokenized.with_format("numpy").map(group, batched=True, batch_size=batch_size, num_proc=num_proc,
-                           remove_columns=tokenized.column_names, desc=desc or f"pack into {block_size}")
+    tokenized = dataset.map(
+        tokenize, batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc or "tokenize"
+    )
+    packed = tokenized.with_format("numpy").map(
+        group,
+        batched=True,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        remove_columns=tokenized.column_names,
+        desc=desc or f"pack into {block_size}",
+    )
     return packed.with_format(None)

@@ -20,6 +20,7 @@ Outputs in ``--out``: ``model.safetensors`` + ``config.json`` (rank 0, ``save_pr
 ``history.json`` (rank 0) and ``rank<r>.json`` with a checksum of every rank's final weights (they
 must all agree).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,9 +74,15 @@ def main(argv=None) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # share the CPU cores fairly
 
-    cfg = TrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, block_size=args.block_size,
-                      learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, seed=args.seed,
-                      progress=False)
+    cfg = TrainConfig(
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        block_size=args.block_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
+        progress=False,
+    )
     train_ids = shakespeare_bytes("train")
     config = make_config(args.preset)
     if args.block_size > config.max_position_embeddings:
@@ -100,16 +107,31 @@ def main(argv=None) -> None:
         mean_loss = loss.detach().clone()
         dist.all_reduce(mean_loss, op=dist.ReduceOp.AVG)
         tokens = (step + 1) * world * cfg.batch_size * cfg.block_size
-        history.append({"step": step + 1, "lr": lr, "train_loss": mean_loss.item(), "tokens_seen": tokens,
-                        "elapsed_s": time.perf_counter() - t0})
+        history.append(
+            {
+                "step": step + 1,
+                "lr": lr,
+                "train_loss": mean_loss.item(),
+                "tokens_seen": tokens,
+                "elapsed_s": time.perf_counter() - t0,
+            }
+        )
         if rank == 0 and ((step + 1) % 10 == 0 or step + 1 == cfg.max_steps):
-            print(f"step {step + 1:4d}  loss {mean_loss.item():.3f}  "
-                  f"{tokens / (time.perf_counter() - t0):,.0f} tok/s (all ranks)", flush=True)
+            print(
+                f"step {step + 1:4d}  loss {mean_loss.item():.3f}  "
+                f"{tokens / (time.perf_counter() - t0):,.0f} tok/s (all ranks)",
+                flush=True,
+            )
 
     result = {"rank": rank, "world_size": world, "checksum": weights_checksum(model)}
     if rank == 0:
-        val_bpb = evaluate_bits_per_byte(model, shakespeare_bytes("validation"), cfg.block_size,
-                                         cfg.batch_size, max_batches=args.eval_batches)
+        val_bpb = evaluate_bits_per_byte(
+            model,
+            shakespeare_bytes("validation"),
+            cfg.block_size,
+            cfg.batch_size,
+            max_batches=args.eval_batches,
+        )
         result["val_bpb"] = val_bpb
         print(f"world_size {world}: validation {val_bpb:.3f} bits/byte", flush=True)
     if args.out:

@@ -5,6 +5,7 @@ CLI exits non-zero when any check fails). Each FAIL or WARN line says what to do
 is something the course works without (e.g. the grader's isolation, which only matters to
 whoever grades submissions).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,6 @@ class Check:
         return f"{'FAIL' if not self.ok else 'WARN' if self.warn else 'OK  '}  {self.name}: {self.detail}"
 
 
-
 def _normalise(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
@@ -37,8 +37,12 @@ def _normalise(name: str) -> str:
 def check_python() -> Check:
     v = sys.version_info
     ok = (v.major, v.minor) == (3, 11)
-    return Check(ok, "python", f"{platform.python_version()}" + ("" if ok else
-                 " (the course is pinned to Python 3.11: run scripts/setup.sh with python3.11)"))
+    return Check(
+        ok,
+        "python",
+        f"{platform.python_version()}"
+        + ("" if ok else " (the course is pinned to Python 3.11: run scripts/setup.sh with python3.11)"),
+    )
 
 
 def check_versions() -> list[Check]:
@@ -55,14 +59,15 @@ def check_versions() -> list[Check]:
             out.append(Check(False, name, f"not installed (want {want}); run scripts/setup.sh"))
             continue
         ok = got.split("+")[0] == want
-        out.append(Check(ok, name, got if ok else f"{got} installed, course pins {want}; "
-                                                     "run scripts/setup.sh"))
+        out.append(
+            Check(ok, name, got if ok else f"{got} installed, course pins {want}; run scripts/setup.sh")
+        )
     return out
 
 
 def check_data() -> list[Check]:
     out = []
-    for (package, rel) in sorted(RESOURCES):
+    for package, rel in sorted(RESOURCES):
         try:
             package_file(package, rel)
             out.append(Check(True, f"data {package}/{rel}", "present, sha256 verified"))
@@ -99,8 +104,12 @@ def check_memory(min_gb: float = 1.5) -> Check:
         avail = min(avail, limit)
     gb = avail / 2**30
     ok = gb >= min_gb
-    return Check(ok, "memory", f"{gb:.1f} GB available" + ("" if ok else
-                 f"; lessons need about {min_gb} GB: close other programs or notebooks"))
+    return Check(
+        ok,
+        "memory",
+        f"{gb:.1f} GB available"
+        + ("" if ok else f"; lessons need about {min_gb} GB: close other programs or notebooks"),
+    )
 
 
 def check_cpu() -> Check:
@@ -133,12 +142,21 @@ def check_grader_isolation() -> Check:
     import shutil
 
     why = "; ".join(f"{k}: {v}" for k, v in sorted(isolation_problems().items()))
-    fix = ("allow unprivileged user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1, "
-           "or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu)" if shutil.which("bwrap")
-           else "install bubblewrap (sudo apt-get install bubblewrap, or run scripts/setup.sh as root)")
-    return Check(True, name, warn=True, detail=(
-        f"limits only ({why}). Only matters if you grade submissions here: they could read "
-        f"the gradebook and solutions/. To isolate them, {fix}, or grade as root"))
+    fix = (
+        "allow unprivileged user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1, "
+        "or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu)"
+        if shutil.which("bwrap")
+        else "install bubblewrap (sudo apt-get install bubblewrap, or run scripts/setup.sh as root)"
+    )
+    return Check(
+        True,
+        name,
+        warn=True,
+        detail=(
+            f"limits only ({why}). Only matters if you grade submissions here: they could read "
+            f"the gradebook and solutions/. To isolate them, {fix}, or grade as root"
+        ),
+    )
 
 
 def check_offline() -> list[Check]:
@@ -162,8 +180,15 @@ def check_offline() -> list[Check]:
         from .data import smollm2_cache_ready
 
         ready = smollm2_cache_ready()
-        out.append(Check(True, "SmolLM2 cache", "dequantized weights cached (loads in seconds)" if ready
-                         else "not cached yet: the first load dequantizes the GGUF (~20-30 s) once"))
+        out.append(
+            Check(
+                True,
+                "SmolLM2 cache",
+                "dequantized weights cached (loads in seconds)"
+                if ready
+                else "not cached yet: the first load dequantizes the GGUF (~20-30 s) once",
+            )
+        )
     except Exception as e:  # noqa: BLE001 - report, do not crash the doctor
         out.append(Check(False, "offline readiness", f"{type(e).__name__}: {e}"))
     finally:
@@ -191,6 +216,9 @@ def main(print_fn=print) -> int:
         print_fn(c.line())
     failed = sum(not c.ok for c in checks)
     warned = sum(c.ok and c.warn for c in checks)
-    print_fn(f"doctor: {len(checks) - failed - warned} OK, " + (f"{warned} WARN, " if warned else "")
-             + f"{failed} FAIL")
+    print_fn(
+        f"doctor: {len(checks) - failed - warned} OK, "
+        + (f"{warned} WARN, " if warned else "")
+        + f"{failed} FAIL"
+    )
     return failed

@@ -14,6 +14,7 @@ Example
 >>> round(bootstrap_ci(y, pred, n_boot=200)["value"], 2)
 0.75
 """
+
 from __future__ import annotations
 
 import math
@@ -86,8 +87,9 @@ def _check_boot(n_boot, alpha):
         raise ValueError(f"alpha must be in (0, 0.5), e.g. 0.05 for a 95% interval, got {alpha!r}")
 
 
-def bootstrap_ci(y_true, y_pred, metric="accuracy", n_boot: int = 1000, alpha: float = 0.05,
-                 seed: int = 0) -> dict:
+def bootstrap_ci(
+    y_true, y_pred, metric="accuracy", n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Percentile bootstrap confidence interval of a metric on a test set.
 
     Resample the test set with replacement ``n_boot`` times, recompute the metric, take the
@@ -132,8 +134,7 @@ def _check_probs(y_true, prob):
         raise ValueError("y_true must hold 0/1 labels only")
     p = p.astype(np.float64)
     if np.any((p < 0) | (p > 1)) or np.any(~np.isfinite(p)):
-        raise ValueError("prob must hold probabilities of class 1 in [0, 1] "
-                         "(pass probs[:, 1], not logits)")
+        raise ValueError("prob must hold probabilities of class 1 in [0, 1] (pass probs[:, 1], not logits)")
     return y, p
 
 
@@ -163,8 +164,15 @@ def calibration_table(y_true, prob, n_bins: int = 10):
     for b in range(n_bins):
         m = which == b
         if m.any():
-            rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "count": int(m.sum()),
-                         "mean_prob": float(p[m].mean()), "frac_positive": float(y[m].mean())})
+            rows.append(
+                {
+                    "bin_low": edges[b],
+                    "bin_high": edges[b + 1],
+                    "count": int(m.sum()),
+                    "mean_prob": float(p[m].mean()),
+                    "frac_positive": float(y[m].mean()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -175,8 +183,9 @@ def expected_calibration_error(y_true, prob, n_bins: int = 10) -> float:
     return float((t["count"] * (t["mean_prob"] - t["frac_positive"]).abs()).sum() / t["count"].sum())
 
 
-def paired_bootstrap(y_true, pred_a, pred_b, metric="accuracy", n_boot: int = 1000,
-                     alpha: float = 0.05, seed: int = 0) -> dict:
+def paired_bootstrap(
+    y_true, pred_a, pred_b, metric="accuracy", n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Paired bootstrap of ``metric(B) - metric(A)`` on one test set.
 
     Each resample draws the *same* examples for both models, so the difficulty of the examples
@@ -218,7 +227,7 @@ def mcnemar(y_true, pred_a, pred_b) -> dict:
     n, k = n01 + n10, min(n01, n10)
     if n == 0:
         return {"a_only": 0, "b_only": 0, "p_value": 1.0}
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return {"a_only": n01, "b_only": n10, "p_value": float(min(1.0, 2 * tail))}
 
 
@@ -236,9 +245,15 @@ def worst_mistakes(texts, y_true, prob, k: int = 10):
     return df[df["confidence"] > 0.5].sort_values("confidence", ascending=False).head(k)
 
 
-def causal_lm_bits_per_byte(model, tokenizer, text: str, block_size: int = 256,
-                            max_blocks: int | None = None, batch_size: int | None = None,
-                            progress: bool = False) -> dict:
+def causal_lm_bits_per_byte(
+    model,
+    tokenizer,
+    text: str,
+    block_size: int = 256,
+    max_blocks: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> dict:
     """Bits per UTF-8 byte of ``text`` under a causal LM with any tokenizer.
 
     Perplexity per *token* cannot compare models whose tokenizers differ (a model with longer
@@ -292,15 +307,19 @@ def causal_lm_bits_per_byte(model, tokenizer, text: str, block_size: int = 256,
     total_nats, n_tokens = 0.0, 0
     model.eval()
     with torch.no_grad():
-        for i in tqdm(range(0, n_blocks, batch_size), desc="scoring", disable=not progress,
-                      leave=False):
-            x = blocks[i:i + batch_size]
-            logits = model(x).logits.float()                              # (B, T, V)
-            nll = torch.nn.functional.cross_entropy(                      # no (B, T-1, V) copy
-                logits.transpose(1, 2)[:, :, :-1], x[:, 1:], reduction="sum")
+        for i in tqdm(range(0, n_blocks, batch_size), desc="scoring", disable=not progress, leave=False):
+            x = blocks[i : i + batch_size]
+            logits = model(x).logits.float()  # (B, T, V)
+            nll = torch.nn.functional.cross_entropy(  # no (B, T-1, V) copy
+                logits.transpose(1, 2)[:, :, :-1], x[:, 1:], reduction="sum"
+            )
             total_nats += float(nll)
             n_tokens += x[:, 1:].numel()
     scored_bytes = sum(len(tokenizer.decode(row[1:].tolist()).encode("utf-8")) for row in blocks)
     bits = total_nats / math.log(2)
-    return {"bits_per_byte": bits / scored_bytes, "bits_per_token": bits / n_tokens,
-            "tokens": n_tokens, "bytes": scored_bytes}
+    return {
+        "bits_per_byte": bits / scored_bytes,
+        "bits_per_token": bits / n_tokens,
+        "tokens": n_tokens,
+        "bytes": scored_bytes,
+    }

@@ -20,6 +20,7 @@ Example
 >>> predict_proba(model, tok, ["A triumph.", "A mess."]).shape                    # doctest: +SKIP
 (2, 2)
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,9 @@ def _check_labels(labels, n: int, name: str = "labels") -> np.ndarray:
     return y.astype(np.int64)
 
 
-def embed_texts(model, tokenizer, texts, max_length: int = 64, batch_size: int = 64,
-                progress: bool = True) -> np.ndarray:
+def embed_texts(
+    model, tokenizer, texts, max_length: int = 64, batch_size: int = 64, progress: bool = True
+) -> np.ndarray:
     """Mean-pooled sentence embeddings from a frozen encoder (how sentence-transformers pools).
 
     Parameters
@@ -94,13 +96,14 @@ def embed_texts(model, tokenizer, texts, max_length: int = 64, batch_size: int =
     encoder.eval()
 
     def mean_pool(enc):
-        hidden = encoder(**enc).last_hidden_state                   # (B, T, H)
+        hidden = encoder(**enc).last_hidden_state  # (B, T, H)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         # Average over real tokens only: padding must not dilute short reviews.
         return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
 
-    return _map_batches(mean_pool, tokenizer, texts, max_length, batch_size, progress,
-                        "embedding").astype(np.float32)
+    return _map_batches(mean_pool, tokenizer, texts, max_length, batch_size, progress, "embedding").astype(
+        np.float32
+    )
 
 
 def _map_batches(fn, tokenizer, texts, max_length, batch_size, progress, desc):
@@ -112,8 +115,13 @@ def _map_batches(fn, tokenizer, texts, max_length, batch_size, progress, desc):
     out = []
     with torch.no_grad():
         for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
-            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
+            enc = tokenizer(
+                texts[i : i + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             out.append(fn(enc))
     return np.concatenate(out)
 
@@ -158,14 +166,16 @@ def train_bag_of_words(texts, labels, ngram_range=(1, 2), C: float = 1.0, min_df
 
     texts = check_texts("texts", texts, allow_empty=False, allow_blank=False)
     y = _check_labels(labels, len(texts))
-    clf = make_pipeline(CountVectorizer(ngram_range=tuple(ngram_range), min_df=min_df,
-                                        binary=True),
-                        LogisticRegression(C=C, max_iter=2000))
+    clf = make_pipeline(
+        CountVectorizer(ngram_range=tuple(ngram_range), min_df=min_df, binary=True),
+        LogisticRegression(C=C, max_iter=2000),
+    )
     return clf.fit(texts, y)
 
 
-def predict_proba(model, tokenizer, texts, max_length: int = 64, batch_size: int = 64,
-                  progress: bool = False) -> np.ndarray:
+def predict_proba(
+    model, tokenizer, texts, max_length: int = 64, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     """Class probabilities of a sequence classifier.
 
     Returns
@@ -177,14 +187,34 @@ def predict_proba(model, tokenizer, texts, max_length: int = 64, batch_size: int
     texts = check_texts("texts", texts, allow_empty=False, allow_blank=False)
     check_int("max_length", max_length, minimum=8, maximum=512)
     model.eval()
-    return _map_batches(lambda enc: torch.softmax(model(**enc).logits.double(), dim=-1).numpy(),
-                        tokenizer, texts, max_length, batch_size, progress, "predicting")
+    return _map_batches(
+        lambda enc: torch.softmax(model(**enc).logits.double(), dim=-1).numpy(),
+        tokenizer,
+        texts,
+        max_length,
+        batch_size,
+        progress,
+        "predicting",
+    )
 
 
-def fine_tune(model, tokenizer, train_texts, train_labels, val_texts=None, val_labels=None,
-              epochs: int = 2, batch_size: int = 32, lr: float = 5e-5, warmup_frac: float = 0.1,
-              weight_decay: float = 0.01, max_length: int = 64, eval_every: int = 25,
-              seed: int = 0, progress: bool = True) -> list[dict]:
+def fine_tune(
+    model,
+    tokenizer,
+    train_texts,
+    train_labels,
+    val_texts=None,
+    val_labels=None,
+    epochs: int = 2,
+    batch_size: int = 32,
+    lr: float = 5e-5,
+    warmup_frac: float = 0.1,
+    weight_decay: float = 0.01,
+    max_length: int = 64,
+    eval_every: int = 25,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
     """Fine-tune every weight of a sequence classifier with AdamW and a linear schedule.
 
     The recipe of the BERT paper scaled down: lr 5e-5, 10% warm-up then linear decay, batch 32,
@@ -228,8 +258,9 @@ def fine_tune(model, tokenizer, train_texts, train_labels, val_texts=None, val_l
     # No weight decay on biases and LayerNorm weights (as in BERT and nanoGPT).
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
     sched = get_linear_schedule_with_warmup(opt, int(warmup_frac * total), total)
 
     def evaluate():
@@ -242,10 +273,15 @@ def fine_tune(model, tokenizer, train_texts, train_labels, val_texts=None, val_l
     for _epoch in range(epochs):
         order = torch.randperm(len(train_texts), generator=gen).tolist()
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             model.train()
-            enc = tokenizer([train_texts[j] for j in idx], padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
+            enc = tokenizer(
+                [train_texts[j] for j in idx],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             out = model(**enc, labels=torch.as_tensor(y[idx]))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -264,8 +300,9 @@ def fine_tune(model, tokenizer, train_texts, train_labels, val_texts=None, val_l
     return history
 
 
-def sentiment_classifier_dir(n_train: int = 3000, epochs: int = 2, max_length: int = 64,
-                             seed: int = 0) -> Path:
+def sentiment_classifier_dir(
+    n_train: int = 3000, epochs: int = 2, max_length: int = 64, seed: int = 0
+) -> Path:
     """The cache folder of ``load_sentiment_classifier`` for these settings (may not exist yet)."""
     return cache_dir() / f"sentiment-minilm-n{n_train}-e{epochs}-len{max_length}-seed{seed}"
 
@@ -286,9 +323,15 @@ def _file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def load_sentiment_classifier(n_train: int = 3000, epochs: int = 2, max_length: int = 64,
-                              seed: int = 0, use_cache: bool = True, progress: bool = True,
-                              return_info: bool = False):
+def load_sentiment_classifier(
+    n_train: int = 3000,
+    epochs: int = 2,
+    max_length: int = 64,
+    seed: int = 0,
+    use_cache: bool = True,
+    progress: bool = True,
+    return_info: bool = False,
+):
     """The course's sentiment classifier: MiniLM fully fine-tuned on Rotten Tomatoes.
 
     Data: ``load_rotten_tomatoes()`` with its default split (so the test split is the same for
@@ -341,7 +384,7 @@ def load_sentiment_classifier(n_train: int = 3000, epochs: int = 2, max_length: 
         return load_cached()
 
     lock = cache_dir() / f".{folder.name}.lock"
-    with (_file_lock(lock) if use_cache else _nolock()):
+    with _file_lock(lock) if use_cache else _nolock():
         if use_cache and (folder / "course_info.json").exists():  # trained while we waited
             return load_cached()
         ds = load_rotten_tomatoes()
@@ -359,13 +402,27 @@ def load_sentiment_classifier(n_train: int = 3000, epochs: int = 2, max_length: 
         # validation pass would cost as much as ~40 training steps on 2 cores).
         val = ds["validation"].select(range(min(256, len(ds["validation"]))))
         total_steps = -(-n_train // 32) * epochs
-        history = fine_tune(model, tok, train["text"], train["label"], val["text"], val["label"],
-                            epochs=epochs, max_length=max_length, seed=seed, progress=progress,
-                            eval_every=max(1, total_steps // 6))
+        history = fine_tune(
+            model,
+            tok,
+            train["text"],
+            train["label"],
+            val["text"],
+            val["label"],
+            epochs=epochs,
+            max_length=max_length,
+            seed=seed,
+            progress=progress,
+            eval_every=max(1, total_steps // 6),
+        )
         seconds = time.perf_counter() - t0
-        info = {"settings": settings, "history": history, "train_seconds": round(seconds, 1),
-                "val_accuracy": history[-1]["val_accuracy"],
-                "torch_threads": torch.get_num_threads()}
+        info = {
+            "settings": settings,
+            "history": history,
+            "train_seconds": round(seconds, 1),
+            "val_accuracy": history[-1]["val_accuracy"],
+            "torch_threads": torch.get_num_threads(),
+        }
         if use_cache:
             tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
             with _quiet_transformers():

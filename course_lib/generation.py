@@ -20,18 +20,27 @@ Example
 >>> top_k_filter(logits, 2).isinf().tolist()
 [[False, False, True, True]]
 """
+
 from __future__ import annotations
 
 import torch
 
-__all__ = ["apply_temperature", "top_k_filter", "top_p_filter", "sample_next_token", "generate",
-           "generate_text"]
+__all__ = [
+    "apply_temperature",
+    "top_k_filter",
+    "top_p_filter",
+    "sample_next_token",
+    "generate",
+    "generate_text",
+]
 
 
 def _check_logits(logits) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
-        raise TypeError(f"logits must be a floating-point torch.Tensor, got {type(logits).__name__}"
-                        + (f" of dtype {logits.dtype}" if isinstance(logits, torch.Tensor) else ""))
+        raise TypeError(
+            f"logits must be a floating-point torch.Tensor, got {type(logits).__name__}"
+            + (f" of dtype {logits.dtype}" if isinstance(logits, torch.Tensor) else "")
+        )
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (batch, vocab), got {tuple(logits.shape)}")
     return logits
@@ -78,8 +87,13 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                      top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Choose the next token id for each row of ``logits`` (B, V); returns a LongTensor (B,).
 
     ``temperature == 0`` means greedy (argmax); otherwise temperature, then top-k, then top-p,
@@ -96,9 +110,16 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
 
 
 @torch.no_grad()
-def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             use_cache: bool = True) -> torch.Tensor:
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
     """Autoregressive sampling from a transformers causal LM.
 
     Parameters
@@ -117,12 +138,15 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     LongTensor (B, T0 + max_new_tokens) (or 1-D if ``input_ids`` was 1-D): prompt + continuation.
     """
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype.is_floating_point:
-        raise TypeError("input_ids must be an integer torch.Tensor of token ids, "
-                        f"got {type(input_ids).__name__}")
+        raise TypeError(
+            f"input_ids must be an integer torch.Tensor of token ids, got {type(input_ids).__name__}"
+        )
     squeeze = input_ids.dim() == 1
     ids = input_ids[None] if squeeze else input_ids
     if ids.dim() != 2 or ids.size(1) < 1:
-        raise ValueError(f"input_ids must have shape (T,) or (B, T) with T >= 1, got {tuple(input_ids.shape)}")
+        raise ValueError(
+            f"input_ids must have shape (T,) or (B, T) with T >= 1, got {tuple(input_ids.shape)}"
+        )
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     device = next(model.parameters()).device

@@ -24,6 +24,7 @@ Example
 >>> phi.tolist(), float(base)
 ([1.0, 2.0, 0.0], 0.0)
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,7 @@ class ClassifierLogOdds:
     Works as the model function of ``shap.Explainer(f, shap.maskers.Text(tokenizer))``.
     """
 
-    def __init__(self, model, tokenizer, target: int = 1, max_length: int = 64,
-                 batch_size: int = 64):
+    def __init__(self, model, tokenizer, target: int = 1, max_length: int = 64, batch_size: int = 64):
         n = model.config.num_labels
         if not isinstance(target, int) or not 0 <= target < n:
             raise ValueError(f"target must be a class id in [0, {n}), got {target!r}")
@@ -93,7 +93,7 @@ class ClassifierLogOdds:
         import torch
 
         logits = torch.as_tensor(logits, dtype=torch.float64)
-        others = torch.cat([logits[:, :self.target], logits[:, self.target + 1:]], dim=1)
+        others = torch.cat([logits[:, : self.target], logits[:, self.target + 1 :]], dim=1)
         return (logits[:, self.target] - torch.logsumexp(others, dim=1)).numpy()
 
     def __call__(self, texts) -> np.ndarray:
@@ -104,8 +104,13 @@ class ClassifierLogOdds:
         out = []
         with torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i:i + self.batch_size], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
+                enc = self.tokenizer(
+                    texts[i : i + self.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
                 out.append(self.logits_to_log_odds(self.model(**enc).logits))
         return np.concatenate(out)
 
@@ -124,8 +129,10 @@ class ContrastiveNextToken:
         ids_b = tokenizer.encode(word_b, add_special_tokens=False)
         for w, ids in ((word_a, ids_a), (word_b, ids_b)):
             if len(ids) != 1:
-                raise ValueError(f"{w!r} is {len(ids)} tokens for this tokenizer; pass words that "
-                                 f"are one token each (often with a leading space, e.g. ' he')")
+                raise ValueError(
+                    f"{w!r} is {len(ids)} tokens for this tokenizer; pass words that "
+                    f"are one token each (often with a leading space, e.g. ' he')"
+                )
         self.model, self.tokenizer = model.eval(), tokenizer
         self.id_a, self.id_b, self.batch_size = ids_a[0], ids_b[0], batch_size
         self.calls = 0
@@ -140,18 +147,20 @@ class ContrastiveNextToken:
         out = []
         with torch.no_grad():
             for i in range(0, len(prompts), self.batch_size):
-                rows = [tok.encode(p, add_special_tokens=False) or [pad] for p in
-                        prompts[i:i + self.batch_size]]
+                rows = [
+                    tok.encode(p, add_special_tokens=False) or [pad] for p in prompts[i : i + self.batch_size]
+                ]
                 T = max(map(len, rows))
                 ids = torch.full((len(rows), T), pad, dtype=torch.long)
                 att = torch.zeros((len(rows), T), dtype=torch.long)
                 for r, row in enumerate(rows):  # left padding: the last position is real
-                    ids[r, T - len(row):] = torch.as_tensor(row)
-                    att[r, T - len(row):] = 1
+                    ids[r, T - len(row) :] = torch.as_tensor(row)
+                    att[r, T - len(row) :] = 1
                 pos = (att.cumsum(1) - 1).clamp(min=0)
                 logp = torch.log_softmax(
-                    self.model(input_ids=ids, attention_mask=att, position_ids=pos)
-                    .logits[:, -1].double(), dim=-1)
+                    self.model(input_ids=ids, attention_mask=att, position_ids=pos).logits[:, -1].double(),
+                    dim=-1,
+                )
                 out.append((logp[:, self.id_a] - logp[:, self.id_b]).numpy())
         return np.concatenate(out)
 
@@ -183,9 +192,9 @@ def token_game(model, tokenizer, text: str, target: int = 1, max_length: int = 6
         raise ValueError("this tokenizer has no mask token; use a text-level game instead")
     enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
     ids = enc["input_ids"][0]
-    special = torch.as_tensor(tokenizer.get_special_tokens_mask(ids.tolist(),
-                                                                already_has_special_tokens=True),
-                              dtype=torch.bool)
+    special = torch.as_tensor(
+        tokenizer.get_special_tokens_mask(ids.tolist(), already_has_special_tokens=True), dtype=torch.bool
+    )
     player_pos = torch.nonzero(~special).squeeze(1)
     tokens = tokenizer.convert_ids_to_tokens(ids[player_pos].tolist())
     wrapper = ClassifierLogOdds(model, tokenizer, target=target, max_length=max_length)
@@ -196,13 +205,16 @@ def token_game(model, tokenizer, text: str, target: int = 1, max_length: int = 6
         out = []
         with torch.no_grad():
             for i in range(0, len(masks), batch_size):
-                m = masks[i:i + batch_size]
+                m = masks[i : i + batch_size]
                 batch = ids.repeat(len(m), 1)
                 cols = batch[:, player_pos]
                 batch[:, player_pos] = torch.where(m, cols, tokenizer.mask_token_id)
                 wrapper.calls += len(m)
-                out.append(wrapper.logits_to_log_odds(
-                    model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits))
+                out.append(
+                    wrapper.logits_to_log_odds(
+                        model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits
+                    )
+                )
         return np.concatenate(out)
 
     value_fn.calls = lambda: wrapper.calls
@@ -214,10 +226,12 @@ def all_coalitions(n_players: int) -> np.ndarray:
     if not isinstance(n_players, int) or n_players < 1:
         raise ValueError(f"n_players must be an int >= 1, got {n_players!r}")
     if n_players > MAX_EXACT_PLAYERS:
-        raise ValueError(f"n_players={n_players} means 2**{n_players} = {2 ** n_players:,} model "
-                         f"calls; exact enumeration is limited to {MAX_EXACT_PLAYERS} players. "
-                         "Use shap's sampling explainers for longer inputs.")
-    return ((np.arange(2 ** n_players)[:, None] >> np.arange(n_players)) & 1).astype(bool)
+        raise ValueError(
+            f"n_players={n_players} means 2**{n_players} = {2**n_players:,} model "
+            f"calls; exact enumeration is limited to {MAX_EXACT_PLAYERS} players. "
+            "Use shap's sampling explainers for longer inputs."
+        )
+    return ((np.arange(2**n_players)[:, None] >> np.arange(n_players)) & 1).astype(bool)
 
 
 def exact_shapley(value_fn, n_players: int):
@@ -241,12 +255,13 @@ def exact_shapley(value_fn, n_players: int):
         raise ValueError(f"value_fn returned {v.size} values for {len(masks)} coalitions")
     sizes = masks.sum(1)
     fact = [math.factorial(k) for k in range(n_players + 1)]
-    weight = np.array([fact[s] * fact[n_players - s - 1] / fact[n_players] if s < n_players
-                       else 0.0 for s in sizes])
+    weight = np.array(
+        [fact[s] * fact[n_players - s - 1] / fact[n_players] if s < n_players else 0.0 for s in sizes]
+    )
     index = np.arange(len(masks))
     phi = np.zeros(n_players)
     for i in range(n_players):
-        without = ~masks[:, i]                       # coalitions S that do not contain i
+        without = ~masks[:, i]  # coalitions S that do not contain i
         phi[i] = np.sum(weight[without] * (v[index[without] | (1 << i)] - v[without]))
     return phi, float(v[0])
 
@@ -300,7 +315,7 @@ def _top_k_masks(scores, fractions):
         if not 0 < f <= 1:
             raise ValueError(f"fractions must be in (0, 1], got {f!r}")
         top = np.zeros(n, dtype=bool)
-        top[order[:max(1, math.ceil(f * n))]] = True
+        top[order[: max(1, math.ceil(f * n))]] = True
         tops.append(top)
     return np.array(tops)
 
@@ -328,9 +343,9 @@ def sufficiency(value_fn, scores, fractions=(0.1, 0.2, 0.5)) -> float:
 def _player_positions(tokenizer, ids):
     import torch
 
-    special = torch.as_tensor(tokenizer.get_special_tokens_mask(ids.tolist(),
-                                                                already_has_special_tokens=True),
-                              dtype=torch.bool)
+    special = torch.as_tensor(
+        tokenizer.get_special_tokens_mask(ids.tolist(), already_has_special_tokens=True), dtype=torch.bool
+    )
     return torch.nonzero(~special).squeeze(1)
 
 
@@ -338,7 +353,7 @@ def _log_odds_from_embeds(model, embeds, attention_mask, target):
     import torch
 
     logits = model(inputs_embeds=embeds, attention_mask=attention_mask).logits
-    others = torch.cat([logits[:, :target], logits[:, target + 1:]], dim=1)
+    others = torch.cat([logits[:, :target], logits[:, target + 1 :]], dim=1)
     return logits[:, target] - torch.logsumexp(others, dim=1)
 
 
@@ -352,8 +367,7 @@ def gradient_x_input(model, tokenizer, text: str, target: int = 1, max_length: i
     return integrated_gradients(model, tokenizer, text, target, steps=1, max_length=max_length)
 
 
-def integrated_gradients(model, tokenizer, text: str, target: int = 1, steps: int = 32,
-                         max_length: int = 64):
+def integrated_gradients(model, tokenizer, text: str, target: int = 1, steps: int = 32, max_length: int = 64):
     """Integrated Gradients (Sundararajan et al. 2017) of the log-odds, per word-piece token.
 
     Baseline: every player token replaced by the mask token (the same baseline as the
@@ -375,7 +389,7 @@ def integrated_gradients(model, tokenizer, text: str, target: int = 1, steps: in
     pos = _player_positions(tokenizer, ids)
     emb_layer = model.get_input_embeddings()
     with torch.no_grad():
-        x = emb_layer(ids)[None]                                            # (1, T, H)
+        x = emb_layer(ids)[None]  # (1, T, H)
         base = x.clone()
         base[0, pos] = emb_layer.weight[tokenizer.mask_token_id]
     # steps=1 is plain gradient x input: the gradient taken at the input itself.
@@ -387,7 +401,7 @@ def integrated_gradients(model, tokenizer, text: str, target: int = 1, steps: in
     out = _log_odds_from_embeds(model, path, att, target).sum()
     (grad,) = torch.autograd.grad(out, path)
     model.train(was_training)
-    attr = ((x - base)[0] * grad.mean(0)).sum(-1)                            # (T,)
+    attr = ((x - base)[0] * grad.mean(0)).sum(-1)  # (T,)
     tokens = tokenizer.convert_ids_to_tokens(ids[pos].tolist())
     return tokens, attr[pos].detach().double().numpy()
 
@@ -412,5 +426,5 @@ def attention_to_cls(model, tokenizer, text: str, layer: int = -1, max_length: i
             att = model(**enc, output_attentions=True).attentions[layer]  # (1, heads, T, T)
     finally:
         model.set_attn_implementation(previous)
-    weights = att[0].mean(0)[0]                                          # from [CLS], (T,)
+    weights = att[0].mean(0)[0]  # from [CLS], (T,)
     return tokenizer.convert_ids_to_tokens(ids[pos].tolist()), weights[pos].double().numpy()

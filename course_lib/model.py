@@ -16,14 +16,21 @@ Example
 >>> count_parameters(model) == count_parameters(model, exclude_embeddings=True) + 256 * 32
 True
 """
+
 from __future__ import annotations
 
 import copy
 
 import torch
 
-__all__ = ["PRESETS", "make_config", "build_model", "count_parameters", "non_embedding_parameters",
-           "flops_per_token"]
+__all__ = [
+    "PRESETS",
+    "make_config",
+    "build_model",
+    "count_parameters",
+    "non_embedding_parameters",
+    "flops_per_token",
+]
 
 # LlamaConfig keyword arguments. max_position_embeddings doubles as the training block size
 # (context length): RoPE has no learned positions, but the lessons train at this length.
@@ -31,21 +38,46 @@ __all__ = ["PRESETS", "make_config", "build_model", "count_parameters", "non_emb
 # parameter count of a GPT-2 MLP with 4 * hidden_size.
 PRESETS: dict[str, dict] = {
     # ~50k parameters: unit tests and lab checks, trains for a few steps in well under a second.
-    "tiny": dict(hidden_size=32, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2,
-                 num_key_value_heads=2, max_position_embeddings=64),
+    "tiny": dict(
+        hidden_size=32,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    ),
     # ~1.0M parameters: the lessons' Shakespeare GPT, trained on a laptop CPU in ~5 minutes.
-    "small": dict(hidden_size=144, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=4, max_position_embeddings=128),
+    "small": dict(
+        hidden_size=144,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+    ),
     # GPT-2 small's shape (12 x 768, 12 heads, 1024 context): ~85M non-embedding parameters.
     # Pass vocab_size=50257 (GPT-2's BPE) for the full 124M; GPU benchmark scale only.
-    "gpt2-124m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                      num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024),
+    "gpt2-124m": dict(
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        max_position_embeddings=1024,
+    ),
 }
 
 # Shared by every preset: a byte-level vocabulary has no special tokens, so no bos/eos/pad ids;
 # tied input/output embeddings (as GPT-2 and SmolLM2 do) save vocab_size * hidden_size weights.
-_COMMON = dict(tie_word_embeddings=True, bos_token_id=None, eos_token_id=None, pad_token_id=None,
-               attention_dropout=0.0, initializer_range=0.02, rms_norm_eps=1e-5)
+_COMMON = dict(
+    tie_word_embeddings=True,
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+    attention_dropout=0.0,
+    initializer_range=0.02,
+    rms_norm_eps=1e-5,
+)
 
 
 def make_config(preset: str = "small", vocab_size: int = 256, **overrides):
@@ -80,12 +112,16 @@ def make_config(preset: str = "small", vocab_size: int = 256, **overrides):
     kwargs = {**_COMMON, **copy.deepcopy(PRESETS[preset]), "vocab_size": vocab_size, **overrides}
     hidden, heads = kwargs["hidden_size"], kwargs["num_attention_heads"]
     if kwargs.get("head_dim") is None and hidden % heads:
-        raise ValueError(f"hidden_size ({hidden}) must be divisible by num_attention_heads ({heads}) "
-                         "unless head_dim is given")
+        raise ValueError(
+            f"hidden_size ({hidden}) must be divisible by num_attention_heads ({heads}) "
+            "unless head_dim is given"
+        )
     head_dim = kwargs.get("head_dim") or hidden // heads
     if head_dim % 2:
-        raise ValueError(f"hidden_size / num_attention_heads = {head_dim} must be even (RoPE rotates pairs "
-                         f"of dimensions); got hidden_size={hidden}, num_attention_heads={heads}")
+        raise ValueError(
+            f"hidden_size / num_attention_heads = {head_dim} must be even (RoPE rotates pairs "
+            f"of dimensions); got hidden_size={hidden}, num_attention_heads={heads}"
+        )
     kv = kwargs.get("num_key_value_heads") or heads
     if heads % kv:
         raise ValueError(f"num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv})")
@@ -120,7 +156,9 @@ def build_model(config, seed: int = 0, attn_implementation: str = "sdpa"):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if not isinstance(config, LlamaConfig):
-        raise TypeError(f"config must be a transformers.LlamaConfig (see make_config), got {type(config).__name__}")
+        raise TypeError(
+            f"config must be a transformers.LlamaConfig (see make_config), got {type(config).__name__}"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if attn_implementation not in ("sdpa", "eager"):
@@ -219,14 +257,17 @@ def flops_per_token(config, seq_len: int | None = None, training: bool = True) -
     """
     for attr in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if not hasattr(config, attr):
-            raise TypeError(f"config must be a LlamaConfig-like object with {attr!r}, got {type(config).__name__}")
+            raise TypeError(
+                f"config must be a LlamaConfig-like object with {attr!r}, got {type(config).__name__}"
+            )
     if not isinstance(training, bool):
         raise TypeError(f"training must be True or False, got {training!r}")
     if seq_len is None:
         seq_len = getattr(config, "max_position_embeddings", None)
         if seq_len is None:
-            raise TypeError(f"config must have max_position_embeddings (or pass seq_len=...), got "
-                            f"{type(config).__name__}")
+            raise TypeError(
+                f"config must have max_position_embeddings (or pass seq_len=...), got {type(config).__name__}"
+            )
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len must be a positive int (tokens), got {seq_len!r}")
     n = non_embedding_parameters(config)

@@ -6,6 +6,7 @@ hygiene tests.
 Cell ids are derived from the cell's position and its first line, so they are stable across
 saves that do not change the cell, and a notebook normalised twice is byte-identical.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,9 @@ LANGUAGE_INFO = {"name": "python"}
 def _stable_id(index: int, cell) -> str:
     first = (cell.get("source") or "").split("\n", 1)[0]
     slug = re.sub(r"[^a-z0-9]+", "-", first.lower()).strip("-")[:24] or cell["cell_type"]
-    digest = hashlib.sha1(f"{index}:{cell['cell_type']}:{first}".encode(), usedforsecurity=False).hexdigest()[:6]
+    digest = hashlib.sha1(f"{index}:{cell['cell_type']}:{first}".encode(), usedforsecurity=False).hexdigest()[
+        :6
+    ]
     return f"c{index:02d}-{slug}-{digest}"[:64]
 
 

@@ -10,6 +10,7 @@ grader, unhide the course inside the sandbox).
     >>> cache_root().name != ""
     True
 """
+
 from __future__ import annotations
 
 import os

@@ -20,6 +20,7 @@ Example
 >>> [float(p.get_height()) for p in ax.patches]
 [4.0, 2.0]
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,10 @@ def use_course_style() -> None:
 
 def _check_label(name: str, value) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise TypeError(f"{name} must be a non-empty str naming the quantity and its unit, "
-                        f"e.g. 'memory [GB]'; got {value!r}")
+        raise TypeError(
+            f"{name} must be a non-empty str naming the quantity and its unit, "
+            f"e.g. 'memory [GB]'; got {value!r}"
+        )
     return value
 
 
@@ -78,8 +81,9 @@ def _numbers(name: str, values, n: int | None = None) -> list[float]:
     if not out:
         raise ValueError(f"{name} is empty: nothing to plot")
     if n is not None and len(out) != n:
-        raise ValueError(f"{name} has {len(out)} values but there are {n} labels/points; "
-                         "give one value per label")
+        raise ValueError(
+            f"{name} has {len(out)} values but there are {n} labels/points; give one value per label"
+        )
     return out
 
 
@@ -108,8 +112,19 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def bar(labels, values, *, xlabel: str, ylabel: str, title: str | None = None, ax=None,
-        horizontal: bool = False, annotate: bool = True, log: bool = False, color=None):
+def bar(
+    labels,
+    values,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    ax=None,
+    horizontal: bool = False,
+    annotate: bool = True,
+    log: bool = False,
+    color=None,
+):
     """One bar per label.
 
     Parameters
@@ -151,15 +166,19 @@ def bar(labels, values, *, xlabel: str, ylabel: str, title: str | None = None, a
             ax.set_xscale("log")
     else:
         bars = ax.bar(range(len(labels)), vals, color=color)
-        ax.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels)) > 8 else 0,
-                      ha="right" if max(map(len, labels)) > 8 else "center")
+        ax.set_xticks(
+            range(len(labels)),
+            labels,
+            rotation=30 if max(map(len, labels)) > 8 else 0,
+            ha="right" if max(map(len, labels)) > 8 else "center",
+        )
         if log:
             ax.set_yscale("log")
     if annotate:
         ax.bar_label(bars, labels=[_fmt(v) for v in vals], padding=2, fontsize=8)
         # leave room for the labels at the end of the longest bar
         if not log and max(vals) > 0:
-            lo, hi = (ax.get_xlim() if horizontal else ax.get_ylim())
+            lo, hi = ax.get_xlim() if horizontal else ax.get_ylim()
             (ax.set_xlim if horizontal else ax.set_ylim)(lo, hi * 1.1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -168,8 +187,17 @@ def bar(labels, values, *, xlabel: str, ylabel: str, title: str | None = None, a
     return ax
 
 
-def grouped_bar(groups, series: Mapping[str, Sequence[float]], *, xlabel: str, ylabel: str,
-                title: str | None = None, ax=None, annotate: bool = True, log: bool = False):
+def grouped_bar(
+    groups,
+    series: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    ax=None,
+    annotate: bool = True,
+    log: bool = False,
+):
     """Several series side by side for each group (e.g. token counts per sentence per tokenizer).
 
     Parameters
@@ -197,8 +225,7 @@ def grouped_bar(groups, series: Mapping[str, Sequence[float]], *, xlabel: str, y
         if annotate:
             ax.bar_label(bars, labels=[_fmt(v) for v in vals], padding=1, fontsize=7)
     long = max(map(len, groups)) > 8
-    ax.set_xticks(range(len(groups)), groups, rotation=25 if long else 0,
-                  ha="right" if long else "center")
+    ax.set_xticks(range(len(groups)), groups, rotation=25 if long else 0, ha="right" if long else "center")
     if log:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -209,8 +236,18 @@ def grouped_bar(groups, series: Mapping[str, Sequence[float]], *, xlabel: str, y
     return ax
 
 
-def line(x, ys, *, xlabel: str, ylabel: str, title: str | None = None, ax=None,
-         logx: bool = False, logy: bool = False, marker: str | None = None):
+def line(
+    x,
+    ys,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    ax=None,
+    logx: bool = False,
+    logy: bool = False,
+    marker: str | None = None,
+):
     """Curves over a shared x axis (loss curves, memory vs size, ...).
 
     Parameters
@@ -227,8 +264,11 @@ def line(x, ys, *, xlabel: str, ylabel: str, title: str | None = None, ax=None,
     The matplotlib ``Axes``.
     """
     xs = _numbers("x", x)
-    curves = ({str(k): _numbers(f"ys[{k!r}]", v, len(xs)) for k, v in ys.items()}
-              if isinstance(ys, Mapping) else {"": _numbers("ys", ys, len(xs))})
+    curves = (
+        {str(k): _numbers(f"ys[{k!r}]", v, len(xs)) for k, v in ys.items()}
+        if isinstance(ys, Mapping)
+        else {"": _numbers("ys", ys, len(xs))}
+    )
     if not curves:
         raise ValueError("ys is an empty dict: nothing to plot")
     _check_label("xlabel", xlabel)

@@ -15,6 +15,7 @@ Why a table and not one constant: nanoGPT hard-codes the A100's 312 TFLOP/s, whi
 "104% MFU" on an H100. A peak belongs to a (device, dtype) pair, and a CPU has no datasheet
 number worth trusting, so there we measure it.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,6 +51,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Devices and timing
 # --------------------------------------------------------------------------------------------
+
 
 def resolve_device(device="auto") -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda:0"`` or a ``torch.device`` into a ``torch.device``.
@@ -131,13 +133,20 @@ class BenchmarkResult:
         return {k: getattr(self, k) for k in keys}
 
     def __str__(self) -> str:
-        return (f"median {self.median_s * 1e3:.3f} ms  (IQR {self.iqr_s * 1e3:.3f} ms, "
-                f"min {self.min_s * 1e3:.3f}, max {self.max_s * 1e3:.3f}; "
-                f"{self.repeat} runs after {self.warmup} warm-up)")
+        return (
+            f"median {self.median_s * 1e3:.3f} ms  (IQR {self.iqr_s * 1e3:.3f} ms, "
+            f"min {self.min_s * 1e3:.3f}, max {self.max_s * 1e3:.3f}; "
+            f"{self.repeat} runs after {self.warmup} warm-up)"
+        )
 
 
-def benchmark(fn: Callable[[], object], warmup: int = 3, repeat: int = 10, device="cpu",
-              sync: Callable[[], None] | None = None) -> BenchmarkResult:
+def benchmark(
+    fn: Callable[[], object],
+    warmup: int = 3,
+    repeat: int = 10,
+    device="cpu",
+    sync: Callable[[], None] | None = None,
+) -> BenchmarkResult:
     """Time ``fn()`` the way it should be timed: warm up, synchronise, repeat, report the median.
 
     Parameters
@@ -173,8 +182,10 @@ def benchmark(fn: Callable[[], object], warmup: int = 3, repeat: int = 10, devic
         raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
     if sync is None:
         dev = resolve_device(device)
+
         def sync():
             synchronize(dev)
+
     for _ in range(warmup):
         fn()
     sync()
@@ -216,11 +227,19 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 }
 
 _DTYPE_NAMES = {
-    torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16",
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "tfloat32": "tfloat32", "tf32": "tfloat32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16", "half": "float16",
+    torch.float32: "float32",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "tfloat32": "tfloat32",
+    "tf32": "tfloat32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
 }
 
 
@@ -228,8 +247,9 @@ def _dtype_name(dtype) -> str:
     try:
         return _DTYPE_NAMES[dtype]
     except (KeyError, TypeError):
-        raise ValueError(f"dtype must be one of torch.float32, torch.bfloat16, torch.float16 "
-                         f"or 'tf32', got {dtype!r}") from None
+        raise ValueError(
+            f"dtype must be one of torch.float32, torch.bfloat16, torch.float16 or 'tf32', got {dtype!r}"
+        ) from None
 
 
 def device_key(name: str) -> str:
@@ -246,12 +266,20 @@ def device_key(name: str) -> str:
     for key in PEAK_FLOPS:
         if re.search(r"(^|\s)" + re.escape(key.upper()) + r"(\s|$)", norm):
             return key
-    raise ValueError(f"unknown device {name!r}: known GPUs are {', '.join(PEAK_FLOPS)}. "
-                     f"Pass peak=... (FLOP/s from your datasheet) or measure=True.")
+    raise ValueError(
+        f"unknown device {name!r}: known GPUs are {', '.join(PEAK_FLOPS)}. "
+        f"Pass peak=... (FLOP/s from your datasheet) or measure=True."
+    )
 
 
-def measure_matmul_flops(device="cpu", dtype=torch.float32, n: int | None = None, repeat: int = 5,
-                         max_n: int = 2048, target_s: float = 0.1) -> float:
+def measure_matmul_flops(
+    device="cpu",
+    dtype=torch.float32,
+    n: int | None = None,
+    repeat: int = 5,
+    max_n: int = 2048,
+    target_s: float = 0.1,
+) -> float:
     """Best FLOP/s of an ``n x n`` by ``n x n`` matmul (``2 n^3`` FLOPs) on ``device``.
 
     The best of ``repeat`` runs estimates what the hardware can do for this dtype with the
@@ -284,8 +312,12 @@ def measure_matmul_flops(device="cpu", dtype=torch.float32, n: int | None = None
 
 @lru_cache(maxsize=None)
 def _measured_peak(device_str: str, dtype_name: str, threads: int) -> float:
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-             "tfloat32": torch.float32}[dtype_name]
+    dtype = {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "tfloat32": torch.float32,
+    }[dtype_name]
     return measure_matmul_flops(device_str, dtype)
 
 
@@ -327,13 +359,21 @@ def peak_flops(device="cpu", dtype=torch.float32, measure: bool | None = None) -
 def _table_peak(key: str, dtype_name: str) -> float:
     table = PEAK_FLOPS[key]
     if dtype_name not in table:
-        raise ValueError(f"{key} has no {dtype_name} tensor-core peak in PEAK_FLOPS "
-                         f"(it supports {', '.join(table)})")
+        raise ValueError(
+            f"{key} has no {dtype_name} tensor-core peak in PEAK_FLOPS (it supports {', '.join(table)})"
+        )
     return float(table[dtype_name])
 
 
-def mfu(tokens_per_s: float, config, device="cpu", dtype=torch.float32, seq_len: int | None = None,
-        training: bool = True, peak: float | None = None) -> float:
+def mfu(
+    tokens_per_s: float,
+    config,
+    device="cpu",
+    dtype=torch.float32,
+    seq_len: int | None = None,
+    training: bool = True,
+    peak: float | None = None,
+) -> float:
     """Model FLOPs utilisation: ``tokens_per_s * flops_per_token / peak_flops``, a fraction.
 
     Parameters
@@ -358,8 +398,12 @@ def mfu(tokens_per_s: float, config, device="cpu", dtype=torch.float32, seq_len:
     >>> round(mfu(300_000, cfg, "A100", torch.bfloat16, seq_len=1024), 2)
     0.6
     """
-    if isinstance(tokens_per_s, bool) or not isinstance(tokens_per_s, (int, float)) \
-            or not math.isfinite(tokens_per_s) or tokens_per_s <= 0:
+    if (
+        isinstance(tokens_per_s, bool)
+        or not isinstance(tokens_per_s, (int, float))
+        or not math.isfinite(tokens_per_s)
+        or tokens_per_s <= 0
+    ):
         raise ValueError(f"tokens_per_s must be a positive finite number, got {tokens_per_s!r}")
     if peak is None:
         peak = peak_flops(device, dtype)
@@ -372,8 +416,8 @@ def mfu(tokens_per_s: float, config, device="cpu", dtype=torch.float32, seq_len:
 # torch.profiler results as tables and plots
 # --------------------------------------------------------------------------------------------
 
-def profile_table(prof, top: int | None = 15, sort_by: str = "self_cpu_ms",
-                  regions_only: bool = False):
+
+def profile_table(prof, top: int | None = 15, sort_by: str = "self_cpu_ms", regions_only: bool = False):
     """``prof.key_averages()`` as a pandas DataFrame, one row per operator or region.
 
     Columns: ``name``, ``calls``, ``self_cpu_ms``, ``cpu_ms`` (including children),
@@ -401,17 +445,19 @@ def profile_table(prof, top: int | None = 15, sort_by: str = "self_cpu_ms",
         is_region = e.key.startswith("## ") or getattr(e, "is_user_annotation", False)
         if e.key.startswith("ProfilerStep"):
             continue
-        rows.append({
-            "name": e.key,
-            "calls": e.count,
-            "self_cpu_ms": e.self_cpu_time_total / 1e3,
-            "cpu_ms": e.cpu_time_total / 1e3,
-            "self_device_ms": getattr(e, "self_device_time_total", 0) / 1e3,
-            "device_ms": getattr(e, "device_time_total", 0) / 1e3,
-            "gflops": (e.flops or 0) / 1e9,
-            "self_cpu_mem_mb": (getattr(e, "self_cpu_memory_usage", 0) or 0) / 2**20,
-            "region": bool(is_region),
-        })
+        rows.append(
+            {
+                "name": e.key,
+                "calls": e.count,
+                "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                "cpu_ms": e.cpu_time_total / 1e3,
+                "self_device_ms": getattr(e, "self_device_time_total", 0) / 1e3,
+                "device_ms": getattr(e, "device_time_total", 0) / 1e3,
+                "gflops": (e.flops or 0) / 1e9,
+                "self_cpu_mem_mb": (getattr(e, "self_cpu_memory_usage", 0) or 0) / 2**20,
+                "region": bool(is_region),
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -426,10 +472,14 @@ def profile_table(prof, top: int | None = 15, sort_by: str = "self_cpu_ms",
 
 
 _COLUMN_LABELS = {
-    "self_cpu_ms": "self CPU time [ms]", "cpu_ms": "CPU time incl. children [ms]",
-    "self_device_ms": "self GPU time [ms]", "device_ms": "GPU time incl. children [ms]",
-    "self_cpu_pct": "share of self CPU time [%]", "gflops": "counted FLOPs [GFLOP]",
-    "self_cpu_mem_mb": "self CPU memory [MiB]", "calls": "calls",
+    "self_cpu_ms": "self CPU time [ms]",
+    "cpu_ms": "CPU time incl. children [ms]",
+    "self_device_ms": "self GPU time [ms]",
+    "device_ms": "GPU time incl. children [ms]",
+    "self_cpu_pct": "share of self CPU time [%]",
+    "gflops": "counted FLOPs [GFLOP]",
+    "self_cpu_mem_mb": "self CPU memory [MiB]",
+    "calls": "calls",
 }
 
 

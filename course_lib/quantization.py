@@ -34,6 +34,7 @@ Example
 >>> bool((dequantize(qt) - w).abs().max() <= qt.scale.max() / 2)
 True
 """
+
 from __future__ import annotations
 
 import copy
@@ -75,6 +76,7 @@ __all__ = [
 # Integer ranges and argument checks
 # --------------------------------------------------------------------------------------------
 
+
 def _check_bits(bits) -> int:
     if isinstance(bits, bool) or not isinstance(bits, int):
         raise TypeError(f"bits must be an int between 2 and 8, got {type(bits).__name__} {bits!r}")
@@ -107,8 +109,10 @@ def _check_group_size(group_size, x: torch.Tensor, pad: bool):
         if group_size not in ("tensor", "channel"):
             raise ValueError(f"group_size must be 'tensor', 'channel' or a positive int, got {group_size!r}")
         if group_size == "channel" and x.dim() < 2:
-            raise ValueError(f"group_size='channel' needs a tensor with at least 2 dims (one scale per row), "
-                             f"got shape {tuple(x.shape)}; use group_size='tensor' for a vector")
+            raise ValueError(
+                f"group_size='channel' needs a tensor with at least 2 dims (one scale per row), "
+                f"got shape {tuple(x.shape)}; use group_size='tensor' for a vector"
+            )
         return group_size
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be 'tensor', 'channel' or a positive int, got {group_size!r}")
@@ -117,9 +121,11 @@ def _check_group_size(group_size, x: torch.Tensor, pad: bool):
     n = x.shape[-1]
     if n % group_size and not pad:
         divisors = [g for g in (8, 16, 32, 64, 128, 256) if n % g == 0]
-        raise ValueError(f"group_size={group_size} does not divide the last dimension ({n}) of a tensor of "
-                         f"shape {tuple(x.shape)}; group sizes that divide it: {divisors or 'none of 8..256'} "
-                         "(or pass pad=True to let the last group of each row be shorter)")
+        raise ValueError(
+            f"group_size={group_size} does not divide the last dimension ({n}) of a tensor of "
+            f"shape {tuple(x.shape)}; group sizes that divide it: {divisors or 'none of 8..256'} "
+            "(or pass pad=True to let the last group of each row be shorter)"
+        )
     return group_size
 
 
@@ -138,6 +144,7 @@ def _grouped(x: torch.Tensor, group_size) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # quantize / dequantize
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class QuantizedTensor:
@@ -171,8 +178,14 @@ class QuantizedTensor:
         return dequantize(self)
 
 
-def quantize(x: torch.Tensor, bits: int = 8, symmetric: bool = True, group_size="channel",
-             scale_dtype: torch.dtype = torch.float32, pad: bool = False) -> QuantizedTensor:
+def quantize(
+    x: torch.Tensor,
+    bits: int = 8,
+    symmetric: bool = True,
+    group_size="channel",
+    scale_dtype: torch.dtype = torch.float32,
+    pad: bool = False,
+) -> QuantizedTensor:
     """Round ``x`` to ``bits``-bit integer codes with per-tensor, per-channel or per-group scales.
 
     Parameters
@@ -229,8 +242,15 @@ def quantize(x: torch.Tensor, bits: int = 8, symmetric: bool = True, group_size=
         zero_point = zero_point.to(torch.int32)
         codes = q.to(torch.uint8)
     codes = _ungroup(codes, x.shape, group_size)
-    return QuantizedTensor(codes=codes, scale=scale, zero_point=zero_point, bits=bits,
-                           symmetric=symmetric, group_size=group_size, shape=x.shape)
+    return QuantizedTensor(
+        codes=codes,
+        scale=scale,
+        zero_point=zero_point,
+        bits=bits,
+        symmetric=symmetric,
+        group_size=group_size,
+        shape=x.shape,
+    )
 
 
 def _ungroup(g: torch.Tensor, shape: torch.Size, group_size) -> torch.Tensor:
@@ -254,8 +274,14 @@ def dequantize(qt: QuantizedTensor, dtype: torch.dtype = torch.float32) -> torch
     return _ungroup(q * qt.scale.float(), qt.shape, qt.group_size).to(dtype)
 
 
-def fake_quantize(x: torch.Tensor, bits: int = 8, symmetric: bool = True, group_size="channel",
-                  scale_dtype: torch.dtype = torch.float32, pad: bool = False) -> torch.Tensor:
+def fake_quantize(
+    x: torch.Tensor,
+    bits: int = 8,
+    symmetric: bool = True,
+    group_size="channel",
+    scale_dtype: torch.dtype = torch.float32,
+    pad: bool = False,
+) -> torch.Tensor:
     """``dequantize(quantize(x, ...))``: what the model actually computes with, in ``x``'s dtype."""
     qt = quantize(x, bits=bits, symmetric=symmetric, group_size=group_size, scale_dtype=scale_dtype, pad=pad)
     return dequantize(qt, dtype=x.dtype)
@@ -271,8 +297,10 @@ def sqnr(reference: torch.Tensor, approx: torch.Tensor) -> float:
     """
     reference, approx = torch.as_tensor(reference).double(), torch.as_tensor(approx).double()
     if reference.shape != approx.shape:
-        raise ValueError(f"reference and approx must have the same shape, got {tuple(reference.shape)} "
-                         f"and {tuple(approx.shape)}")
+        raise ValueError(
+            f"reference and approx must have the same shape, got {tuple(reference.shape)} "
+            f"and {tuple(approx.shape)}"
+        )
     noise = (reference - approx).pow(2).sum()
     if noise == 0:
         return math.inf
@@ -283,12 +311,14 @@ def sqnr(reference: torch.Tensor, approx: torch.Tensor) -> float:
 # Packing codes into bytes
 # --------------------------------------------------------------------------------------------
 
+
 def _check_codes(codes: torch.Tensor, bits: int, name: str = "codes") -> None:
     if not isinstance(codes, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(codes).__name__}")
     if codes.dtype != torch.uint8:
-        raise TypeError(f"{name} must be uint8 (unsigned codes; shift signed codes by -qmin first), "
-                        f"got {codes.dtype}")
+        raise TypeError(
+            f"{name} must be uint8 (unsigned codes; shift signed codes by -qmin first), got {codes.dtype}"
+        )
     if codes.numel() and int(codes.max()) >= 2**bits:
         raise ValueError(f"{name} must be in [0, {2**bits - 1}] for {bits} bits, found {int(codes.max())}")
 
@@ -309,14 +339,18 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     """
     _check_codes(codes, 4)
     if codes.dim() == 0 or codes.shape[-1] % 2:
-        raise ValueError(f"codes must have an even last dimension to pack two per byte, got shape {tuple(codes.shape)}")
+        raise ValueError(
+            f"codes must have an even last dimension to pack two per byte, got shape {tuple(codes.shape)}"
+        )
     return codes[..., 0::2] | (codes[..., 1::2] << 4)
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`pack_int4`: ``(..., m)`` bytes -> ``(..., 2m)`` codes in [0, 15]."""
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
-        raise TypeError(f"packed must be a uint8 torch.Tensor, got {getattr(packed, 'dtype', type(packed).__name__)}")
+        raise TypeError(
+            f"packed must be a uint8 torch.Tensor, got {getattr(packed, 'dtype', type(packed).__name__)}"
+        )
     low, high = packed & 0x0F, packed >> 4
     return torch.stack([low, high], dim=-1).reshape(*packed.shape[:-1], 2 * packed.shape[-1])
 
@@ -346,7 +380,9 @@ def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: the first ``numel`` codes as a 1-D uint8 tensor."""
     _check_bits(bits)
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
-        raise TypeError(f"packed must be a uint8 torch.Tensor, got {getattr(packed, 'dtype', type(packed).__name__)}")
+        raise TypeError(
+            f"packed must be a uint8 torch.Tensor, got {getattr(packed, 'dtype', type(packed).__name__)}"
+        )
     if packed.numel() * 8 < numel * bits:
         raise ValueError(f"packed holds {packed.numel()} bytes, too few for {numel} codes of {bits} bits")
     if bits == 8:
@@ -361,6 +397,7 @@ def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Quantized layers and models
 # --------------------------------------------------------------------------------------------
+
 
 def _is_conv1d(module: nn.Module) -> bool:
     try:
@@ -383,9 +420,18 @@ class QuantizedLinear(nn.Module):
     Shapes: input ``(..., in_features)`` -> output ``(..., out_features)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bits: int, symmetric: bool, group_size,
-                 packed: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
-                 bias: torch.Tensor | None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bits: int,
+        symmetric: bool,
+        group_size,
+        packed: torch.Tensor,
+        scale: torch.Tensor,
+        zero_point: torch.Tensor | None,
+        bias: torch.Tensor | None,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.symmetric, self.group_size = bits, symmetric, group_size
@@ -395,22 +441,35 @@ class QuantizedLinear(nn.Module):
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
 
     @classmethod
-    def from_float(cls, module: nn.Module, bits: int = 8, symmetric: bool = True, group_size="channel",
-                   pad: bool = False) -> "QuantizedLinear":
+    def from_float(
+        cls, module: nn.Module, bits: int = 8, symmetric: bool = True, group_size="channel", pad: bool = False
+    ) -> "QuantizedLinear":
         """Quantize an ``nn.Linear`` (weight ``(out, in)``) or a ``Conv1D`` (weight ``(in, out)``)."""
         if isinstance(module, nn.Linear):
             weight = module.weight.detach()
         elif _is_conv1d(module):
             weight = module.weight.detach().t()  # Conv1D computes x @ W with W (in, out)
         else:
-            raise TypeError(f"module must be an nn.Linear or transformers Conv1D, got {type(module).__name__}")
-        qt = quantize(weight, bits=bits, symmetric=symmetric, group_size=group_size,
-                      scale_dtype=torch.float16, pad=pad)
+            raise TypeError(
+                f"module must be an nn.Linear or transformers Conv1D, got {type(module).__name__}"
+            )
+        qt = quantize(
+            weight, bits=bits, symmetric=symmetric, group_size=group_size, scale_dtype=torch.float16, pad=pad
+        )
         qmin, _ = qrange(bits, symmetric)
         unsigned = (qt.codes.to(torch.int16) - qmin).to(torch.uint8)  # symmetric codes shifted to >= 0
         zero_point = qt.zero_point.to(torch.uint8) if qt.zero_point is not None else None
-        return cls(weight.shape[1], weight.shape[0], bits, symmetric, qt.group_size,
-                   pack_bits(unsigned, bits), qt.scale.to(torch.float16), zero_point, module.bias)
+        return cls(
+            weight.shape[1],
+            weight.shape[0],
+            bits,
+            symmetric,
+            qt.group_size,
+            pack_bits(unsigned, bits),
+            qt.scale.to(torch.float16),
+            zero_point,
+            module.bias,
+        )
 
     def quantized_weight(self) -> QuantizedTensor:
         """The stored weight as a :class:`QuantizedTensor` (signed codes for symmetric)."""
@@ -430,12 +489,21 @@ class QuantizedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "symmetric" if self.symmetric else "affine"
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"{kind}, group_size={self.group_size!r}, bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+            f"{kind}, group_size={self.group_size!r}, bias={self.bias is not None}"
+        )
 
 
-def quantize_model(model: nn.Module, bits: int = 8, group_size="channel", symmetric: bool = True,
-                   skip=(), pad: bool = False, inplace: bool = False) -> nn.Module:
+def quantize_model(
+    model: nn.Module,
+    bits: int = 8,
+    group_size="channel",
+    symmetric: bool = True,
+    skip=(),
+    pad: bool = False,
+    inplace: bool = False,
+) -> nn.Module:
     """Replace every ``nn.Linear`` / ``Conv1D`` of ``model`` by a :class:`QuantizedLinear`.
 
     Parameters
@@ -470,12 +538,18 @@ def quantize_model(model: nn.Module, bits: int = 8, group_size="channel", symmet
     if not inplace:
         model = copy.deepcopy(model)
     tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    targets = [(name, m) for name, m in model.named_modules()
-               if (isinstance(m, nn.Linear) or _is_conv1d(m)) and id(m.weight) not in tied
-               and not any(s in name for s in skip)]
+    targets = [
+        (name, m)
+        for name, m in model.named_modules()
+        if (isinstance(m, nn.Linear) or _is_conv1d(m))
+        and id(m.weight) not in tied
+        and not any(s in name for s in skip)
+    ]
     for name, module in targets:
         try:
-            new = QuantizedLinear.from_float(module, bits=bits, symmetric=symmetric, group_size=group_size, pad=pad)
+            new = QuantizedLinear.from_float(
+                module, bits=bits, symmetric=symmetric, group_size=group_size, pad=pad
+            )
         except ValueError as e:
             raise ValueError(f"cannot quantize layer {name!r}: {e}") from None
         parent_name, _, child = name.rpartition(".")
@@ -512,9 +586,12 @@ def linear_nbytes(model: nn.Module) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    return sum(model_nbytes(m) for m in model.modules()
-               if isinstance(m, QuantizedLinear)
-               or ((isinstance(m, nn.Linear) or _is_conv1d(m)) and id(m.weight) not in tied))
+    return sum(
+        model_nbytes(m)
+        for m in model.modules()
+        if isinstance(m, QuantizedLinear)
+        or ((isinstance(m, nn.Linear) or _is_conv1d(m)) and id(m.weight) not in tied)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,7 +599,7 @@ def linear_nbytes(model: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------
 
 Q4_1_BLOCK_WEIGHTS = 32  # weights per block
-Q4_1_BLOCK_BYTES = 20    # float16 d (scale) + float16 m (minimum) + 16 bytes of 4-bit codes
+Q4_1_BLOCK_BYTES = 20  # float16 d (scale) + float16 m (minimum) + 16 bytes of 4-bit codes
 
 
 def dequantize_q4_1(raw, shape=None) -> torch.Tensor:
@@ -549,7 +626,9 @@ def dequantize_q4_1(raw, shape=None) -> torch.Tensor:
     if raw.dtype != torch.uint8:
         raise TypeError(f"raw must hold uint8 bytes, got dtype {raw.dtype}")
     if raw.numel() % Q4_1_BLOCK_BYTES:
-        raise ValueError(f"raw must be a whole number of {Q4_1_BLOCK_BYTES}-byte Q4_1 blocks, got {raw.numel()} bytes")
+        raise ValueError(
+            f"raw must be a whole number of {Q4_1_BLOCK_BYTES}-byte Q4_1 blocks, got {raw.numel()} bytes"
+        )
     blocks = raw.reshape(-1, Q4_1_BLOCK_BYTES)
     d = blocks[:, 0:2].contiguous().view(torch.float16).float()  # (n_blocks, 1)
     m = blocks[:, 2:4].contiguous().view(torch.float16).float()
@@ -587,7 +666,7 @@ def _gguf_tensor_index(path: str) -> dict:
         nonlocal pos
         n = take("Q")
         pos += n
-        return bytes(buf[pos - n:pos]).decode("utf-8")
+        return bytes(buf[pos - n : pos]).decode("utf-8")
 
     def skip_value(vtype):
         nonlocal pos

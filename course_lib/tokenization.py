@@ -33,6 +33,7 @@ Example
 >>> len(tok.merges), tok.vocab[256]
 (4, b'lo')
 """
+
 from __future__ import annotations
 
 import heapq
@@ -96,8 +97,7 @@ def pretokenize(text: str, pattern: str = GPT4_SPLIT_PATTERN) -> list[str]:
     return regex.findall(pattern, text)
 
 
-def count_pretokens(text, pattern: str = GPT4_SPLIT_PATTERN,
-                    special_tokens: Iterable[str] = ()) -> Counter:
+def count_pretokens(text, pattern: str = GPT4_SPLIT_PATTERN, special_tokens: Iterable[str] = ()) -> Counter:
     """Count distinct pre-tokens, as UTF-8 ``bytes``, over a str or an iterable of str.
 
     Occurrences of ``special_tokens`` are cut out first so no merge learns them.
@@ -111,11 +111,14 @@ def count_pretokens(text, pattern: str = GPT4_SPLIT_PATTERN,
     """
     compiled = regex.compile(pattern)
     specials = list(special_tokens)
-    splitter = (regex.compile("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)))
-                if specials else None)
+    splitter = (
+        regex.compile("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)))
+        if specials
+        else None
+    )
     counts: Counter = Counter()
     for t in _texts(text):
-        for chunk in (splitter.split(t) if splitter else (t,)):
+        for chunk in splitter.split(t) if splitter else (t,):
             counts.update(compiled.findall(chunk))
     return Counter({piece.encode("utf-8"): n for piece, n in counts.items()})
 
@@ -162,8 +165,9 @@ def _check_tie_break(tie_break) -> str:
     return tie_break
 
 
-def train_merges_recount(word_counts: dict[bytes, int], num_merges: int,
-                         tie_break: str = "smallest_ids") -> list[tuple[int, int]]:
+def train_merges_recount(
+    word_counts: dict[bytes, int], num_merges: int, tie_break: str = "smallest_ids"
+) -> list[tuple[int, int]]:
     """Reference BPE trainer that recounts every pair of every distinct word after each merge.
 
     Same tie-breaking as :func:`train_merges` (highest count, then the smallest pair of ids, or
@@ -201,8 +205,9 @@ def train_merges_recount(word_counts: dict[bytes, int], num_merges: int,
     return merges
 
 
-def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool = False,
-                 tie_break: str = "smallest_ids") -> list[tuple[int, int]]:
+def train_merges(
+    word_counts: dict[bytes, int], num_merges: int, progress: bool = False, tie_break: str = "smallest_ids"
+) -> list[tuple[int, int]]:
     """Learn up to ``num_merges`` merges from ``{word bytes: count}``; merge ``k`` makes id ``256 + k``.
 
     Incremental: a ``pair -> set of word indices`` index and a lazy max-heap of pair counts mean
@@ -239,6 +244,7 @@ def train_merges(word_counts: dict[bytes, int], num_merges: int, progress: bool 
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=num_merges, desc="BPE merges", unit="merge")
     while len(merges) < num_merges:
         while heap:  # skip stale entries: their count is no longer the pair's current count
@@ -298,16 +304,22 @@ class BPETokenizer:
     vocab : dict ``{id: bytes}`` for byte and merge ids (special tokens are in ``special_tokens``).
     """
 
-    def __init__(self, merges: dict[tuple[int, int], int], pattern: str = GPT4_SPLIT_PATTERN,
-                 special_tokens: dict[str, int] | None = None, byte_ids=None):
+    def __init__(
+        self,
+        merges: dict[tuple[int, int], int],
+        pattern: str = GPT4_SPLIT_PATTERN,
+        special_tokens: dict[str, int] | None = None,
+        byte_ids=None,
+    ):
         if not isinstance(merges, dict):
             raise TypeError(f"merges must be a dict {{(a, b): new_id}}, got {type(merges).__name__}")
         if not isinstance(pattern, str):
             raise TypeError(f"pattern must be a regex str, got {type(pattern).__name__}")
         byte_ids = list(range(256)) if byte_ids is None else [int(i) for i in byte_ids]
         if len(byte_ids) != 256 or len(set(byte_ids)) != 256:
-            raise ValueError(f"byte_ids must hold 256 distinct ids, got {len(byte_ids)} "
-                             f"({len(set(byte_ids))} distinct)")
+            raise ValueError(
+                f"byte_ids must hold 256 distinct ids, got {len(byte_ids)} ({len(set(byte_ids))} distinct)"
+            )
         self.pattern = pattern
         self._compiled = regex.compile(pattern)
         self.byte_ids = byte_ids
@@ -315,8 +327,10 @@ class BPETokenizer:
         self.merges: dict[tuple[int, int], int] = {}
         for (a, b), new_id in sorted(merges.items(), key=lambda kv: kv[1]):
             if a not in self.vocab or b not in self.vocab:
-                raise ValueError(f"merge ({a}, {b}) -> {new_id} uses an id that is neither a byte "
-                                 "nor an earlier merge; merges must be built bottom-up")
+                raise ValueError(
+                    f"merge ({a}, {b}) -> {new_id} uses an id that is neither a byte "
+                    "nor an earlier merge; merges must be built bottom-up"
+                )
             if new_id in self.vocab:
                 raise ValueError(f"merge ({a}, {b}) -> {new_id}: id {new_id} is already taken")
             self.merges[(int(a), int(b))] = int(new_id)
@@ -335,9 +349,15 @@ class BPETokenizer:
 
     # ------------------------------------------------------------------ training
     @classmethod
-    def train(cls, text, vocab_size: int, pattern: str = GPT4_SPLIT_PATTERN,
-              special_tokens: Iterable[str] = (), progress: bool = False,
-              tie_break: str = "smallest_ids") -> "BPETokenizer":
+    def train(
+        cls,
+        text,
+        vocab_size: int,
+        pattern: str = GPT4_SPLIT_PATTERN,
+        special_tokens: Iterable[str] = (),
+        progress: bool = False,
+        tie_break: str = "smallest_ids",
+    ) -> "BPETokenizer":
         """Train on a str (or an iterable of str) up to ``vocab_size`` ids in all.
 
         ``vocab_size`` counts the 256 byte ids, the merges and the special tokens; specials get
@@ -355,18 +375,25 @@ class BPETokenizer:
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
             raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
         if vocab_size < 256 + len(specials):
-            raise ValueError(f"vocab_size must be at least 256 (one id per byte) plus "
-                             f"{len(specials)} special token(s) = {256 + len(specials)}, got {vocab_size}")
+            raise ValueError(
+                f"vocab_size must be at least 256 (one id per byte) plus "
+                f"{len(specials)} special token(s) = {256 + len(specials)}, got {vocab_size}"
+            )
         word_counts = count_pretokens(text, pattern, specials)
-        pairs = train_merges(word_counts, vocab_size - 256 - len(specials), progress=progress,
-                             tie_break=tie_break)
+        pairs = train_merges(
+            word_counts, vocab_size - 256 - len(specials), progress=progress, tie_break=tie_break
+        )
         merges = {p: 256 + k for k, p in enumerate(pairs)}
         first_special = 256 + len(merges)
         return cls(merges, pattern, {s: first_special + k for k, s in enumerate(specials)})
 
     @classmethod
-    def from_tiktoken(cls, mergeable_ranks: dict[bytes, int], pattern: str = GPT4_SPLIT_PATTERN,
-                      special_tokens: dict[str, int] | None = None) -> "BPETokenizer":
+    def from_tiktoken(
+        cls,
+        mergeable_ranks: dict[bytes, int],
+        pattern: str = GPT4_SPLIT_PATTERN,
+        special_tokens: dict[str, int] | None = None,
+    ) -> "BPETokenizer":
         """Rebuild the merge table of a tiktoken encoding from its ``{token bytes: rank}`` table.
 
         tiktoken stores only ranks; each multi-byte token's merge is recovered by running rank BPE
@@ -376,7 +403,9 @@ class BPETokenizer:
         >>> tok = BPETokenizer.from_tiktoken(cl100k_ranks())   # doctest: +SKIP
         """
         if not isinstance(mergeable_ranks, dict):
-            raise TypeError(f"mergeable_ranks must be a dict {{bytes: int}}, got {type(mergeable_ranks).__name__}")
+            raise TypeError(
+                f"mergeable_ranks must be a dict {{bytes: int}}, got {type(mergeable_ranks).__name__}"
+            )
         byte_ids = []
         for b in range(256):
             if bytes([b]) not in mergeable_ranks:
@@ -395,7 +424,7 @@ class BPETokenizer:
                         best, best_rank = i, r
                 if best is None:
                     break
-                parts[best:best + 2] = [parts[best] + parts[best + 1]]
+                parts[best : best + 2] = [parts[best] + parts[best + 1]]
             if len(parts) != 2:
                 raise ValueError(f"token {token!r} (rank {rank}) is not the merge of two lower-ranked tokens")
             merges[(mergeable_ranks[parts[0]], mergeable_ranks[parts[1]])] = rank
@@ -443,8 +472,10 @@ class BPETokenizer:
         chosen = set(value)
         unknown = chosen - set(self.special_tokens)
         if unknown:
-            raise ValueError(f"{name} names unknown special token(s) {sorted(unknown)}; "
-                             f"this tokenizer's special tokens are {sorted(self.special_tokens)}")
+            raise ValueError(
+                f"{name} names unknown special token(s) {sorted(unknown)}; "
+                f"this tokenizer's special tokens are {sorted(self.special_tokens)}"
+            )
         return chosen
 
     def encode(self, text: str, allowed_special="none", disallowed_special="all") -> list[int]:
@@ -464,13 +495,17 @@ class BPETokenizer:
         [104, 105, 256]
         """
         check_str("text", text)
-        allowed = set() if allowed_special == "none" else self._special_set(allowed_special, "allowed_special")
+        allowed = (
+            set() if allowed_special == "none" else self._special_set(allowed_special, "allowed_special")
+        )
         disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
         for s in disallowed:
             if s in text:
-                raise ValueError(f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} "
-                                 "to encode it as a special token, or disallowed_special=() to encode "
-                                 "it as plain text")
+                raise ValueError(
+                    f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} "
+                    "to encode it as a special token, or disallowed_special=() to encode "
+                    "it as plain text"
+                )
         if not allowed:
             return self.encode_ordinary(text)
         splitter = "(" + "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")"
@@ -498,15 +533,22 @@ class BPETokenizer:
         True
         """
         if isinstance(texts, (str, bytes)):
-            raise TypeError("texts must be an iterable of str chunks (e.g. an open text file or a list "
-                            "of lines), not a single str; use encode() for one string")
+            raise TypeError(
+                "texts must be an iterable of str chunks (e.g. an open text file or a list "
+                "of lines), not a single str; use encode() for one string"
+            )
         if not isinstance(texts, Iterable):
             raise TypeError(f"texts must be an iterable of str chunks, got {type(texts).__name__}")
-        allowed = set() if allowed_special == "none" else self._special_set(allowed_special, "allowed_special")
+        allowed = (
+            set() if allowed_special == "none" else self._special_set(allowed_special, "allowed_special")
+        )
         disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
         specials = sorted(self.special_tokens, key=len, reverse=True)
-        allowed_re = (regex.compile("|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)))
-                      if allowed else None)
+        allowed_re = (
+            regex.compile("|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)))
+            if allowed
+            else None
+        )
         buf = ""
         for i, chunk in enumerate(texts):
             check_str(f"chunk {i} of texts", chunk)
@@ -522,9 +564,11 @@ class BPETokenizer:
     def _refuse_disallowed(text: str, disallowed) -> None:
         for s in disallowed:
             if s in text:
-                raise ValueError(f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} "
-                                 "to encode it as a special token, or disallowed_special=() to encode "
-                                 "it as plain text")
+                raise ValueError(
+                    f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} "
+                    "to encode it as a special token, or disallowed_special=() to encode "
+                    "it as plain text"
+                )
 
     def _stream_step(self, buf: str, specials: list[str], allowed_re, final: bool) -> tuple[list[int], int]:
         """The ids of the part of ``buf`` that no later text can change, and where that part ends.
@@ -543,8 +587,10 @@ class BPETokenizer:
                         break
         bounds = []  # (start, end, id) of each allowed special token, in order
         if allowed_re is not None:
-            bounds = [(m.start(), m.end(), self.special_tokens[m.group()])
-                      for m in allowed_re.finditer(buf, 0, limit)]
+            bounds = [
+                (m.start(), m.end(), self.special_tokens[m.group()])
+                for m in allowed_re.finditer(buf, 0, limit)
+            ]
         seg_start = bounds[-1][1] if bounds else 0
         if final:
             cut = limit
@@ -599,7 +645,9 @@ class BPETokenizer:
         """Write the tokenizer as readable JSON (merges as ``[a, b, new_id]`` in learned order)."""
         path = Path(path)
         data = {
-            "format": _FORMAT, "version": 1, "pattern": self.pattern,
+            "format": _FORMAT,
+            "version": 1,
+            "pattern": self.pattern,
             "byte_ids": None if self.byte_ids == list(range(256)) else self.byte_ids,
             "merges": [[a, b, i] for (a, b), i in self.merges.items()],
             "special_tokens": self.special_tokens,
@@ -617,12 +665,19 @@ class BPETokenizer:
         return cls(merges, data["pattern"], data["special_tokens"], data["byte_ids"])
 
     def __repr__(self) -> str:
-        return (f"BPETokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, "
-                f"special_tokens={sorted(self.special_tokens)})")
+        return (
+            f"BPETokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, "
+            f"special_tokens={sorted(self.special_tokens)})"
+        )
 
 
-def train_hf_bpe(text, vocab_size: int, pattern: str = GPT4_SPLIT_PATTERN,
-                 special_tokens: Iterable[str] = ("<|endoftext|>",), show_progress: bool = False):
+def train_hf_bpe(
+    text,
+    vocab_size: int,
+    pattern: str = GPT4_SPLIT_PATTERN,
+    special_tokens: Iterable[str] = ("<|endoftext|>",),
+    show_progress: bool = False,
+):
     """Train a byte-level BPE with Hugging Face ``tokenizers`` and wrap it for ``transformers``.
 
     Same recipe as :meth:`BPETokenizer.train`: ``pattern`` splits the text, then GPT-2's
@@ -644,17 +699,24 @@ def train_hf_bpe(text, vocab_size: int, pattern: str = GPT4_SPLIT_PATTERN,
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
         raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
     if vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size must be at least 256 + {len(specials)} special tokens, got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be at least 256 + {len(specials)} special tokens, got {vocab_size}"
+        )
     texts = _texts(text)
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=show_progress)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     eos = specials[0] if specials else None
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=eos)

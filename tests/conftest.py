@@ -1,4 +1,5 @@
 """Shared test setup: everything runs offline, quietly, from the repository root."""
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,16 @@ def repo() -> Path:
 
 # Headless Chromium for the browser tests: no GPU, no first-run UI, no background traffic.
 CHROMIUM_FLAGS = [
-    "--headless=new", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--disable-default-apps", "--mute-audio",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-default-apps",
+    "--mute-audio",
 ]
 
 
@@ -40,8 +48,10 @@ def chromium_executable() -> str:
         if found:
             return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and cannot be installed here "
-                    "(needs root and apt-get): sudo apt-get install chromium")
+        pytest.skip(
+            "chromium is not installed and cannot be installed here "
+            "(needs root and apt-get): sudo apt-get install chromium"
+        )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -58,6 +68,7 @@ def chromium_browser():
     """A headless Chromium driven by Playwright (which never downloads a browser here)."""
     executable = chromium_executable()
     from playwright import sync_api  # pinned in the test extra: missing is a failure, not a skip
+
     args = list(CHROMIUM_FLAGS) + (["--no-sandbox"] if os.geteuid() == 0 else [])
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, headless=True, args=args)

@@ -5,6 +5,7 @@ tests that ``--dist worksteal`` spreads over two workers is built twice. :func:`
 in the first worker that asks, under a file lock in the run's shared temporary folder, and the
 other workers load the pickled result (the pattern pytest-xdist's documentation gives).
 """
+
 from __future__ import annotations
 
 import pickle

@@ -1,4 +1,5 @@
 """Unit tests of course_lib.attention: the from-scratch attention against PyTorch and transformers."""
+
 import math
 
 import pytest
@@ -19,9 +20,16 @@ def _tiny_llama(n_kv_heads=4, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=n_kv_heads,
-                         max_position_embeddings=64, attn_implementation="eager")
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=n_kv_heads,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
     return config, LlamaForCausalLM(config).eval()
 
 
@@ -31,8 +39,9 @@ def test_causal_mask_lower_triangle_and_offset():
     assert causal_mask(2, 5).int().tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
 
 
-@pytest.mark.parametrize("bad,error", [(0, ValueError), (-1, ValueError), (2.0, TypeError),
-                                       (True, TypeError)])
+@pytest.mark.parametrize(
+    "bad,error", [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)]
+)
 def test_causal_mask_rejects_bad_lengths(bad, error):
     # course_lib._validation: a wrong type is a TypeError, a wrong value a ValueError
     with pytest.raises(error, match="q_len must be an int >= 1"):
@@ -58,7 +67,7 @@ def test_sdpa_with_boolean_mask_and_weights():
     torch.manual_seed(1)
     q, k, v = torch.randn(2, 2, 5, 4), torch.randn(2, 2, 6, 4), torch.randn(2, 2, 6, 3)
     mask = torch.rand(5, 6) > 0.3
-    mask[:, 0] = True                            # every row keeps at least one key
+    mask[:, 0] = True  # every row keeps at least one key
     out, w = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=True)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 5))
@@ -73,7 +82,7 @@ def test_future_tokens_do_not_change_past_outputs():
     attn = CausalSelfAttention(d_model=16, n_heads=4)
     x = torch.randn(1, 8, 16)
     y = x.clone()
-    y[:, 5:] += torch.randn(1, 3, 16)           # change only the future
+    y[:, 5:] += torch.randn(1, 3, 16)  # change only the future
     torch.testing.assert_close(attn(x)[:, :5], attn(y)[:, :5])
     assert not torch.allclose(attn(x)[:, 5:], attn(y)[:, 5:])
 
@@ -153,7 +162,7 @@ def test_kv_cache_gives_the_same_outputs(n_kv_heads):
     x = torch.randn(2, 7, 16)
     full = attn(x)
     cache = KVCache()
-    steps = [attn(x[:, :3], cache=cache)] + [attn(x[:, t:t + 1], cache=cache) for t in range(3, 7)]
+    steps = [attn(x[:, :3], cache=cache)] + [attn(x[:, t : t + 1], cache=cache) for t in range(3, 7)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-6, rtol=1e-5)
     assert cache.length == 7
     # keys and values: B * n_kv_heads * T * head_dim float32 numbers each

@@ -1,4 +1,5 @@
 """Unit tests of course_lib.bias and course_lib.model_card (fast, offline)."""
+
 from __future__ import annotations
 
 import itertools
@@ -13,15 +14,20 @@ from course_lib.model_card import format_estimate, model_card
 
 # ---------------------------------------------------------------- counterfactual templates
 def test_pairs_differ_only_in_the_name():
-    df = bias.counterfactual_pairs(["{name} is {word}.", "I met {name}; {word}!"],
-                                   ["Ann", "Eve", "Zoe"], ["Bob", "Tom"], words=["good", "bad"])
+    df = bias.counterfactual_pairs(
+        ["{name} is {word}.", "I met {name}; {word}!"],
+        ["Ann", "Eve", "Zoe"],
+        ["Bob", "Tom"],
+        words=["good", "bad"],
+    )
     assert len(df) == 2 * 2 * 2  # templates x words x min(group sizes)
     for r in df.itertuples():
         assert r.text_a.replace(r.name_a, "#") == r.text_b.replace(r.name_b, "#")
         assert r.word in r.text_a and r.name_a in ("Ann", "Eve", "Zoe")
     # the same name pairs are used in every template and word (paired design)
     pairs = df.groupby(["template_id", "word"])[["name_a", "name_b"]].apply(
-        lambda g: tuple(map(tuple, g.values)))
+        lambda g: tuple(map(tuple, g.values))
+    )
     assert len(set(pairs)) == 1
 
 
@@ -31,14 +37,17 @@ def test_pairs_seeded_and_n_names():
     assert a.equals(b) and len(a) == 3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(templates=["no slot here"], names_a=["A"], names_b=["B"]), "slot"),
-    (dict(templates=["{name}"], names_a=[], names_b=["B"]), "names_a is empty"),
-    (dict(templates=["{name}"], names_a=["A"], names_b=["B"], words=["x"]), "word"),
-    (dict(templates=["{name} {word}"], names_a=["A"], names_b=["B"]), "words is None"),
-    (dict(templates=["{name}"], names_a=["A"], names_b=["B"], n_names=2), "n_names"),
-    (dict(templates=[], names_a=["A"], names_b=["B"]), "templates is empty"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(templates=["no slot here"], names_a=["A"], names_b=["B"]), "slot"),
+        (dict(templates=["{name}"], names_a=[], names_b=["B"]), "names_a is empty"),
+        (dict(templates=["{name}"], names_a=["A"], names_b=["B"], words=["x"]), "word"),
+        (dict(templates=["{name} {word}"], names_a=["A"], names_b=["B"]), "words is None"),
+        (dict(templates=["{name}"], names_a=["A"], names_b=["B"], n_names=2), "n_names"),
+        (dict(templates=[], names_a=["A"], names_b=["B"]), "templates is empty"),
+    ],
+)
 def test_pairs_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bias.counterfactual_pairs(**kwargs)
@@ -72,7 +81,7 @@ def test_sign_flip_exact_and_monte_carlo_agree():
     rng = np.random.default_rng(3)
     d = rng.normal(0.3, 1.0, size=12)
     exact = exact_sign_flip(d)
-    assert bias.sign_flip_test(d, n_permutations=2 ** 12) == pytest.approx(exact)  # enumerated
+    assert bias.sign_flip_test(d, n_permutations=2**12) == pytest.approx(exact)  # enumerated
     mc = bias.sign_flip_test(d, n_permutations=4000, seed=0)  # 4000 < 4096: Monte Carlo
     assert abs(mc - exact) < 4 * np.sqrt(exact * (1 - exact) / 4000) + 1e-3
 
@@ -166,8 +175,15 @@ def tiny_lm():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=48, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=48,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -227,7 +243,8 @@ def test_stereoset_and_bbq():
 def test_counterfactual_augment():
     idx, out = bias.counterfactual_augment(
         ["HE said his Actress friend was fine.", "Shelley wrote it.", "Ann met Bob."],
-        name_pairs=[("Ann", "Bob")])
+        name_pairs=[("Ann", "Bob")],
+    )
     assert idx == [0, 2]
     assert out == ["SHE said her Actor friend was fine.", "Bob met Ann."]
     with pytest.raises(ValueError, match="nothing to swap"):
@@ -236,10 +253,18 @@ def test_counterfactual_augment():
 
 # ---------------------------------------------------------------- model card
 def card_kwargs(**over):
-    kw = dict(model_name="m", summary="A model.", license="apache-2.0", intended_use="Teaching.",
-              training_data="RT.", metrics={"accuracy": (0.83, 0.81, 0.85)},
-              bias_results={"gap": (0.01, -0.002, 0.02)}, limitations=["Small."],
-              base_model="sentence-transformers/all-MiniLM-L6-v2", datasets=["rotten_tomatoes"])
+    kw = dict(
+        model_name="m",
+        summary="A model.",
+        license="apache-2.0",
+        intended_use="Teaching.",
+        training_data="RT.",
+        metrics={"accuracy": (0.83, 0.81, 0.85)},
+        bias_results={"gap": (0.01, -0.002, 0.02)},
+        limitations=["Small."],
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        datasets=["rotten_tomatoes"],
+    )
     kw.update(over)
     return kw
 
@@ -248,8 +273,15 @@ def test_model_card_sections_and_metadata(tmp_path):
     from huggingface_hub import ModelCard
 
     card = model_card(**card_kwargs())
-    for section in ("Intended use", "Out-of-scope use", "Training data", "Evaluation",
-                    "Bias evaluation", "Limitations", "Licence"):
+    for section in (
+        "Intended use",
+        "Out-of-scope use",
+        "Training data",
+        "Evaluation",
+        "Bias evaluation",
+        "Limitations",
+        "Licence",
+    ):
         assert f"## {section}" in card.content
     assert "0.830 (95% CI 0.810 to 0.850)" in card.content
     card.save(tmp_path / "README.md")
@@ -257,13 +289,16 @@ def test_model_card_sections_and_metadata(tmp_path):
     assert back.data.license == "apache-2.0" and back.data.datasets == ["rotten_tomatoes"]
 
 
-@pytest.mark.parametrize("over, err, match", [
-    (dict(license=""), ValueError, "license"),
-    (dict(limitations=[]), ValueError, "limitations"),
-    (dict(metrics={"accuracy": (0.9, 0.81, 0.85)}), ValueError, "outside its CI"),
-    (dict(metrics={}), ValueError, "metrics"),
-    (dict(metrics=[0.8]), TypeError, "dict"),
-])
+@pytest.mark.parametrize(
+    "over, err, match",
+    [
+        (dict(license=""), ValueError, "license"),
+        (dict(limitations=[]), ValueError, "limitations"),
+        (dict(metrics={"accuracy": (0.9, 0.81, 0.85)}), ValueError, "outside its CI"),
+        (dict(metrics={}), ValueError, "metrics"),
+        (dict(metrics=[0.8]), TypeError, "dict"),
+    ],
+)
 def test_model_card_refuses_misleading_cards(over, err, match):
     with pytest.raises(err, match=match):
         model_card(**card_kwargs(**over))

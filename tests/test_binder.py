@@ -1,5 +1,6 @@
 """Binder cannot run here, so check binder/ statically: files parse, versions match the source
 of truth, scripts are executable and do what Binder needs."""
+
 from __future__ import annotations
 
 import json

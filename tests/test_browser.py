@@ -233,7 +233,7 @@ def _lab_cells(lab: str) -> tuple[int, str, int]:
     released notebook; the answer comes from the instructor's notebook."""
     release = nbformat.read(str(REPO / "labs" / lab / f"{lab}.ipynb"), as_version=4)
     source = nbformat.read(str(REPO / "solutions" / lab / f"{lab}.ipynb"), as_version=4)
-    gid = lambda c: c.metadata.get("nbgrader", {}).get("grade_id")  # noqa: E731
+    gid = lambda c: c.metadata.get("nbgrader", {}).get("grade_id")
     for i, c in enumerate(release.cells):
         meta = c.metadata.get("nbgrader", {})
         if c.cell_type == "code" and meta.get("solution") and not meta.get("grade"):

@@ -1,4 +1,5 @@
 """course_lib.data: real offline data in the ecosystem's own types, with clear errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -56,12 +57,15 @@ def test_rotten_tomatoes_full_size_drops_plot_rows():
     assert 12_600 < total < 12_808  # 12,808 labelled snippets minus duplicates
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"test_size": 1.5}, "test_size"),
-    ({"validation_size": 0}, "validation_size"),
-    ({"test_size": 0.5, "validation_size": 0.45}, "below 0.9"),
-    ({"max_examples": 5}, "max_examples"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"test_size": 1.5}, "test_size"),
+        ({"validation_size": 0}, "validation_size"),
+        ({"test_size": 0.5, "validation_size": 0.45}, "below 0.9"),
+        ({"max_examples": 5}, "max_examples"),
+    ],
+)
 def test_rotten_tomatoes_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.load_rotten_tomatoes(**kwargs)

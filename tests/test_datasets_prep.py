@@ -1,4 +1,5 @@
 """Unit tests of course_lib.datasets_prep: cleaning, deduplication, PII, leakage, packing."""
+
 import numpy as np
 import pytest
 
@@ -25,20 +26,23 @@ from course_lib.datasets_prep import (
 # ------------------------------------------------------------------------------------- cleaning
 
 
-@pytest.mark.parametrize("raw, clean", [
-    ("\uff2d\uff41\uff43\uff42\uff45\uff54\uff48", "Macbeth"),          # full-width letters
-    ("\ufb01ne", "fine"),                                              # ligature
-    ("it\u2019s \u201cso\u201d", 'it\'s "so"'),                         # curly quotes
-    ("a\u00a0b", "a b"),                                               # no-break space
-    ("zero\u200bwidth\ufeff", "zerowidth"),                            # invisible characters
-    ("line\r\nnext\rlast", "line\nnext\nlast"),                        # line endings
-    ("a  \t b   \nc", "a b\nc"),                                       # spaces
-    ("a\n\n\n\n\nb", "a\n\nb"),                                        # blank lines
-    ("<p>Tom &amp; Jerry</p>", "Tom & Jerry"),                         # html
-    ("bell\x07 del\x7f", "bell del"),                                  # control characters
-    ("e\u0301", "\u00e9"),                                             # composed accent
-    ("keep \u2014 em dash", "keep \u2014 em dash"),
-])
+@pytest.mark.parametrize(
+    "raw, clean",
+    [
+        ("\uff2d\uff41\uff43\uff42\uff45\uff54\uff48", "Macbeth"),  # full-width letters
+        ("\ufb01ne", "fine"),  # ligature
+        ("it\u2019s \u201cso\u201d", 'it\'s "so"'),  # curly quotes
+        ("a\u00a0b", "a b"),  # no-break space
+        ("zero\u200bwidth\ufeff", "zerowidth"),  # invisible characters
+        ("line\r\nnext\rlast", "line\nnext\nlast"),  # line endings
+        ("a  \t b   \nc", "a b\nc"),  # spaces
+        ("a\n\n\n\n\nb", "a\n\nb"),  # blank lines
+        ("<p>Tom &amp; Jerry</p>", "Tom & Jerry"),  # html
+        ("bell\x07 del\x7f", "bell del"),  # control characters
+        ("e\u0301", "\u00e9"),  # composed accent
+        ("keep \u2014 em dash", "keep \u2014 em dash"),
+    ],
+)
 def test_normalize_text(raw, clean):
     assert normalize_text(raw) == clean
 
@@ -60,6 +64,7 @@ def test_normalize_is_idempotent_on_the_corpus_sample():
 
 
 # ----------------------------------------------------------------------------------- duplicates
+
 
 def test_exact_duplicate_groups():
     texts = ["To be.", "Not to be.", "to be.", "To\u00a0be.", "Not  to be."]
@@ -92,7 +97,7 @@ def test_minhash_estimates_jaccard():
     rng = np.random.default_rng(0)
     base = _words(rng, 200)
     edited = list(base)
-    for i in rng.choice(200, 20, replace=False):   # change 10% of the words
+    for i in rng.choice(200, 20, replace=False):  # change 10% of the words
         edited[i] = "zz"
     a, b = " ".join(base), " ".join(edited)
     true = jaccard(shingles(a, k=3), shingles(b, k=3))
@@ -106,14 +111,18 @@ def test_minhash_estimates_jaccard():
 def test_minhash_is_unbiased_for_dissimilar_documents():
     # Two short texts sharing one phrase: true Jaccard ~0.04. Hash functions that order the
     # shingles alike (e.g. (a x + b) mod p that rarely wraps) would make them look ~0.6 similar.
-    a = ("Nay, he nods at us, as who should say, I'll be even with you: I'll see if his head "
-         "will stand steadier on a pole, or no. Take him away, and behead him.")
-    b = ("Sir, I would speak with you. I'll see if I can get my husband's ring, Which I did make "
-         "him swear to keep for ever.")
+    a = (
+        "Nay, he nods at us, as who should say, I'll be even with you: I'll see if his head "
+        "will stand steadier on a pole, or no. Take him away, and behead him."
+    )
+    b = (
+        "Sir, I would speak with you. I'll see if I can get my husband's ring, Which I did make "
+        "him swear to keep for ever."
+    )
     true = jaccard(shingles(a, 5), shingles(b, 5))
     est = [minhash_similarity(*minhash_signatures([a, b], num_perm=128, seed=s)) for s in range(40)]
     assert true < 0.1
-    assert abs(np.mean(est) - true) < 0.03        # standard error of the mean ~0.003
+    assert abs(np.mean(est) - true) < 0.03  # standard error of the mean ~0.003
     assert near_duplicate_pairs([a, b], threshold=0.5) == []
 
 
@@ -140,9 +149,9 @@ def test_near_duplicates_found_and_distinct_texts_not():
     rng = np.random.default_rng(1)
     docs = [" ".join(_words(rng, 120)) for _ in range(30)]
     copy = docs[4].split()
-    copy[10] = "changed"                              # a one-word edit
-    docs.append(" ".join(copy))                        # index 30
-    docs.append(docs[7].upper() + "!!")                # index 31: same words, other case
+    copy[10] = "changed"  # a one-word edit
+    docs.append(" ".join(copy))  # index 30
+    docs.append(docs[7].upper() + "!!")  # index 31: same words, other case
     pairs = near_duplicate_pairs(docs, threshold=0.7, k=5)
     assert [(i, j) for i, j, _ in pairs] == [(4, 30), (7, 31)]
     assert all(0.7 <= s <= 1.0 for *_, s in pairs)
@@ -168,41 +177,54 @@ def test_duplicate_clusters_merges_transitively():
 
 # ------------------------------------------------------------------------------------------ PII
 
-@pytest.mark.parametrize("text, kind, value", [
-    ("mail ann.lee+x@mail.example.co.uk now", "email", "ann.lee+x@mail.example.co.uk"),
-    ("call 555-867-5309.", "phone", "555-867-5309"),
-    ("call (555) 867-5309 x123 today", "phone", "(555) 867-5309 x123"),
-    ("call +44 20 7946 0958", "phone", "+44 20 7946 0958"),
-    ("call +33 (0)7 75 35 13 93", "phone", "+33 (0)7 75 35 13 93"),
-    ("call 05 62 04 87 64", "phone", "05 62 04 87 64"),
-    ("call 555.867.5309", "phone", "555.867.5309"),
-    ("server 192.168.0.12.", "ip", "192.168.0.12"),
-])
+
+@pytest.mark.parametrize(
+    "text, kind, value",
+    [
+        ("mail ann.lee+x@mail.example.co.uk now", "email", "ann.lee+x@mail.example.co.uk"),
+        ("call 555-867-5309.", "phone", "555-867-5309"),
+        ("call (555) 867-5309 x123 today", "phone", "(555) 867-5309 x123"),
+        ("call +44 20 7946 0958", "phone", "+44 20 7946 0958"),
+        ("call +33 (0)7 75 35 13 93", "phone", "+33 (0)7 75 35 13 93"),
+        ("call 05 62 04 87 64", "phone", "05 62 04 87 64"),
+        ("call 555.867.5309", "phone", "555.867.5309"),
+        ("server 192.168.0.12.", "ip", "192.168.0.12"),
+    ],
+)
 def test_find_pii_finds(text, kind, value):
     assert [(k, v) for k, _, _, v in find_pii(text)] == [(kind, value)]
 
 
-@pytest.mark.parametrize("text", [
-    "Act 3, scene 2, in 1599.", "On 2024-01-15 we met.", "pi is 3.14159265", "lines 100-200",
-    "version 1.2.3.4.5", "999.1.1.1 is not an address", "O Romeo, Romeo! wherefore art thou Romeo?",
-    "an @ sign alone", "user@localhost",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Act 3, scene 2, in 1599.",
+        "On 2024-01-15 we met.",
+        "pi is 3.14159265",
+        "lines 100-200",
+        "version 1.2.3.4.5",
+        "999.1.1.1 is not an address",
+        "O Romeo, Romeo! wherefore art thou Romeo?",
+        "an @ sign alone",
+        "user@localhost",
+    ],
+)
 def test_find_pii_ignores(text):
     assert find_pii(text) == []
 
 
 def test_find_pii_spans_and_faker_numbers():
     import faker  # pinned in pyproject.toml: a missing package is a failure, not a skip
+
     for locale in ("en_US", "en_GB", "de_DE", "fr_FR"):
         fake = faker.Faker(locale)
         fake.seed_instance(0)
         for _ in range(50):
-            for kind, value in (("phone", fake.phone_number()), ("email", fake.email()),
-                                ("ip", fake.ipv4())):
+            for kind, value in (("phone", fake.phone_number()), ("email", fake.email()), ("ip", fake.ipv4())):
                 text = f"Contact: {value}."
                 found = find_pii(text)
                 assert [(k, v) for k, _, _, v in found] == [(kind, value)], (locale, value, found)
-                assert text[found[0][1]:found[0][2]] == value
+                assert text[found[0][1] : found[0][2]] == value
 
 
 def test_scrub_pii_counts_and_placeholders():
@@ -222,10 +244,11 @@ def test_pii_regex_has_no_catastrophic_backtracking():
     start = time.perf_counter()
     for s in ("1" * 5000 + "a", "1 " * 5000 + "a", "a" * 5000 + "@", "1." * 5000):
         find_pii(s)
-    assert time.perf_counter() - start < 5.0      # exponential patterns take minutes here
+    assert time.perf_counter() - start < 5.0  # exponential patterns take minutes here
 
 
 # -------------------------------------------------------------------------------------- leakage
+
 
 def test_ngram_overlap():
     train = ["the cat sat on the mat"]
@@ -239,12 +262,13 @@ def test_ngram_overlap():
 
 # -------------------------------------------------------------------------------------- packing
 
+
 def test_encode_decode_bytes_round_trip():
     text = "Fair is foul \u2014 and foul is fair: caf\u00e9"
     ids = encode_bytes(text)
     assert all(0 <= i < 256 for i in ids) and len(ids) == len(text.encode("utf-8"))
     assert decode_bytes(ids) == text
-    assert decode_bytes(ids[:-1]).endswith("\ufffd")   # a cut multi-byte character
+    assert decode_bytes(ids[:-1]).endswith("\ufffd")  # a cut multi-byte character
 
 
 def test_pack_blocks():
@@ -266,7 +290,7 @@ def test_tokenize_and_pack_bytes_and_callable():
     assert packed.column_names == ["input_ids"]
     assert packed[:]["input_ids"] == [[97, 98, 99], [100, 101, 102], [103, 104, 105]]
     flat = [i for row in packed[:]["input_ids"] for i in row]
-    assert flat == encode_bytes("abcdefghi")      # packing keeps order, drops only the tail
+    assert flat == encode_bytes("abcdefghi")  # packing keeps order, drops only the tail
     sep = tokenize_and_pack(ds, block_size=4, tokenizer=lambda s: [len(s)], separator_id=0)
     assert sep[:]["input_ids"] == [[6, 0, 4, 0]]
     with pytest.raises(ValueError, match="text_column 'body'"):
@@ -296,16 +320,15 @@ def test_tokenize_and_pack_with_a_tiktoken_style_encoding():
 
     from course_lib.data import load_reference_tokenizer
 
-    enc = load_reference_tokenizer("cl100k_base")      # quicktok: encode_batch -> (flat, offsets)
+    enc = load_reference_tokenizer("cl100k_base")  # quicktok: encode_batch -> (flat, offsets)
     texts = ["To be, or not to be, that is the question.", "Whether 'tis nobler in the mind"]
     packed = tokenize_and_pack(Dataset.from_dict({"text": texts}), block_size=5, tokenizer=enc)
     flat = [i for t in texts for i in enc.encode(t)]
-    assert packed[:]["input_ids"] == [flat[i:i + 5] for i in range(0, len(flat) - 4, 5)]
+    assert packed[:]["input_ids"] == [flat[i : i + 5] for i in range(0, len(flat) - 4, 5)]
 
-    class TiktokenLike:                               # tiktoken: encode_batch -> list of lists
+    class TiktokenLike:  # tiktoken: encode_batch -> list of lists
         def encode_batch(self, batch):
             return [[len(w) for w in t.split()] for t in batch]
 
-    packed = tokenize_and_pack(Dataset.from_dict({"text": ["a bb ccc", "dddd"]}), 2,
-                               tokenizer=TiktokenLike())
+    packed = tokenize_and_pack(Dataset.from_dict({"text": ["a bb ccc", "dddd"]}), 2, tokenizer=TiktokenLike())
     assert packed[:]["input_ids"] == [[1, 2], [3, 4]]

@@ -3,6 +3,7 @@
 Checks that the ranks end with identical weights and that DDP with batch B on 2 ranks is the
 same computation as one process with batch 2B (the two ranks' batches concatenated).
 """
+
 import json
 import os
 import subprocess
@@ -30,12 +31,37 @@ STEPS, BATCH, BLOCK, SEED = 4, 4, 32, 0
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "course_lib.ddp_train", "--preset", "tiny", "--max-steps", str(STEPS),
-           "--batch-size", str(BATCH), "--block-size", str(BLOCK), "--warmup-steps", "2",
-           "--seed", str(SEED), "--eval-batches", "2", "--out", str(out)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "course_lib.ddp_train",
+        "--preset",
+        "tiny",
+        "--max-steps",
+        str(STEPS),
+        "--batch-size",
+        str(BATCH),
+        "--block-size",
+        str(BLOCK),
+        "--warmup-steps",
+        "2",
+        "--seed",
+        str(SEED),
+        "--eval-batches",
+        "2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     return out, proc.stdout
@@ -55,8 +81,15 @@ def test_ranks_agree_and_rank0_saved_the_model(ddp_run):
 
 def test_ddp_equals_one_process_with_the_concatenated_batch(ddp_run):
     out, _ = ddp_run
-    cfg = TrainConfig(max_steps=STEPS, batch_size=BATCH, block_size=BLOCK, learning_rate=3e-3,
-                      warmup_steps=2, seed=SEED, progress=False)
+    cfg = TrainConfig(
+        max_steps=STEPS,
+        batch_size=BATCH,
+        block_size=BLOCK,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        seed=SEED,
+        progress=False,
+    )
     ids = shakespeare_bytes("train")
     model = build_model(make_config("tiny"), seed=SEED)
     optimizer = make_optimizer(model, cfg)
@@ -74,4 +107,6 @@ def test_ddp_equals_one_process_with_the_concatenated_batch(ddp_run):
     ddp_model = build_model(make_config("tiny"), seed=123)
     load_checkpoint(out, ddp_model)
     for (name, a), b in zip(model.named_parameters(), ddp_model.parameters()):
-        torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4, msg=f"{name} differs between DDP and 1 process")
+        torch.testing.assert_close(
+            b, a, atol=2e-5, rtol=1e-4, msg=f"{name} differs between DDP and 1 process"
+        )

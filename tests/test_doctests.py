@@ -1,5 +1,6 @@
 """Every course_lib module's docstring examples run (and must pass): they are the small
 examples the style guide asks each function to carry, and they rot silently otherwise."""
+
 from __future__ import annotations
 
 import doctest
@@ -10,8 +11,11 @@ import pytest
 
 import course_lib
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
-                 if m.name != "course_lib.__main__")
+MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
+    if m.name != "course_lib.__main__"
+)
 
 
 def test_every_module_is_found():
@@ -21,6 +25,5 @@ def test_every_module_is_found():
 @pytest.mark.parametrize("name", MODULES)
 def test_doctests(name):
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-                             report=True)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, report=True)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed (see above)"

@@ -12,7 +12,9 @@ def test_doctor_cli_prints_only_ok_lines():
     assert r.returncode == 0, r.stdout + r.stderr
     assert lines[-1].startswith("doctor:") and ", 0 FAIL" in lines[-1]
     # WARN lines (e.g. no OS isolation for the grader on this machine) are advice, not failures
-    assert all(ln.startswith(("OK  ", "WARN")) for ln in lines[:-1]), [ln for ln in lines if ln.startswith("FAIL")]
+    assert all(ln.startswith(("OK  ", "WARN")) for ln in lines[:-1]), [
+        ln for ln in lines if ln.startswith("FAIL")
+    ]
     assert any("torch" in ln for ln in lines) and any("sha256 verified" in ln for ln in lines)
 
 
@@ -28,8 +30,9 @@ def test_doctor_memory_threshold():
 
 
 def test_doctor_main_counts_failures(monkeypatch):
-    monkeypatch.setattr(doctor, "run_checks", lambda: [doctor.Check(True, "a", "x"),
-                                                       doctor.Check(False, "b", "y")])
+    monkeypatch.setattr(
+        doctor, "run_checks", lambda: [doctor.Check(True, "a", "x"), doctor.Check(False, "b", "y")]
+    )
     lines = []
     assert doctor.main(lines.append) == 1
     assert lines[1].startswith("FAIL  b: y")

@@ -1,4 +1,5 @@
 """Unit tests for course_lib.evaluation: metrics agree with sklearn, intervals and tests behave."""
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -16,8 +17,12 @@ def preds():
 
 def test_metrics_match_sklearn(preds):
     y, p = preds
-    ref = {"accuracy": skm.accuracy_score, "precision": skm.precision_score,
-           "recall": skm.recall_score, "f1": skm.f1_score}
+    ref = {
+        "accuracy": skm.accuracy_score,
+        "precision": skm.precision_score,
+        "recall": skm.recall_score,
+        "f1": skm.f1_score,
+    }
     for name, fn in E.METRICS.items():
         assert fn(y, p) == pytest.approx(ref[name](y, p))
     table = E.metrics_with_ci(y, p, n_boot=200)
@@ -76,9 +81,10 @@ def test_paired_tests_detect_a_real_difference(preds):
 
 def test_mcnemar_matches_binomial_test():
     from scipy.stats import binomtest
+
     y = np.zeros(30, int)
-    a = np.r_[np.zeros(20), np.ones(10)].astype(int)   # A wrong on last 10
-    b = np.r_[np.ones(3), np.zeros(27)].astype(int)    # B wrong on first 3
+    a = np.r_[np.zeros(20), np.ones(10)].astype(int)  # A wrong on last 10
+    b = np.r_[np.ones(3), np.zeros(27)].astype(int)  # B wrong on first 3
     m = E.mcnemar(y, a, b)
     assert (m["a_only"], m["b_only"]) == (3, 10)
     assert m["p_value"] == pytest.approx(binomtest(3, 13, 0.5).pvalue)

@@ -1,18 +1,29 @@
 """Unit tests for course_lib.finetune (tiny and offline; the full recipe is in benchmarks/finetune.py)."""
+
 import numpy as np
 import pytest
 
 from course_lib import finetune as F
 
-TEXTS = ["A triumph of a film.", "Dull and lifeless.", "Warm, funny and wise.", "A total mess.",
-         "Gorgeous and moving.", "Tedious beyond words.", "A delight.", "Avoid it."]
+TEXTS = [
+    "A triumph of a film.",
+    "Dull and lifeless.",
+    "Warm, funny and wise.",
+    "A total mess.",
+    "Gorgeous and moving.",
+    "Tedious beyond words.",
+    "A delight.",
+    "Avoid it.",
+]
 LABELS = [1, 0, 1, 0, 1, 0, 1, 0]
 
 
 def test_bag_of_words_and_probe_learn_a_trivial_task():
     clf = F.train_bag_of_words(TEXTS * 3, LABELS * 3)
     assert (clf.predict(TEXTS) == np.array(LABELS)).all()
-    X = np.r_[np.random.default_rng(0).normal(size=(20, 4)) + 3, np.random.default_rng(1).normal(size=(20, 4)) - 3]
+    X = np.r_[
+        np.random.default_rng(0).normal(size=(20, 4)) + 3, np.random.default_rng(1).normal(size=(20, 4)) - 3
+    ]
     probe = F.train_linear_probe(X, [1] * 20 + [0] * 20)
     assert probe.score(X, [1] * 20 + [0] * 20) == 1.0
 
@@ -37,6 +48,7 @@ def test_bad_input_is_named():
 @pytest.fixture(scope="module")
 def minilm():
     from course_lib.data import load_minilm
+
     return load_minilm(num_labels=2)
 
 
@@ -58,8 +70,20 @@ def test_fine_tune_one_step_changes_weights_and_is_seeded(minilm):
     for _ in range(2):
         m = copy.deepcopy(model)
         before = m.classifier.weight.detach().clone()
-        hist = F.fine_tune(m, tok, TEXTS, LABELS, TEXTS[:2], LABELS[:2], epochs=1, batch_size=8,
-                           max_length=16, eval_every=1, progress=False, seed=1)
+        hist = F.fine_tune(
+            m,
+            tok,
+            TEXTS,
+            LABELS,
+            TEXTS[:2],
+            LABELS[:2],
+            epochs=1,
+            batch_size=8,
+            max_length=16,
+            eval_every=1,
+            progress=False,
+            seed=1,
+        )
         assert not torch.equal(before, m.classifier.weight)
         runs.append(hist)
     assert len(runs[0]) == 1 and {"step", "train_loss", "val_accuracy"} <= set(runs[0][0])
@@ -68,10 +92,10 @@ def test_fine_tune_one_step_changes_weights_and_is_seeded(minilm):
 
 def test_load_sentiment_classifier_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("OPEN_LLM_LAB_CACHE", str(tmp_path))
-    monkeypatch.setattr(F, "fine_tune", lambda *a, **k: [{"step": 1, "train_loss": 0.7,
-                                                           "val_accuracy": 0.5}])
-    tok, model, info = F.load_sentiment_classifier(n_train=16, epochs=1, max_length=16,
-                                                   return_info=True, progress=False)
+    monkeypatch.setattr(F, "fine_tune", lambda *a, **k: [{"step": 1, "train_loss": 0.7, "val_accuracy": 0.5}])
+    tok, model, info = F.load_sentiment_classifier(
+        n_train=16, epochs=1, max_length=16, return_info=True, progress=False
+    )
     assert model.config.id2label == {0: "rotten", 1: "fresh"}
     assert info["settings"] == {"n_train": 16, "epochs": 1, "max_length": 16, "seed": 0}
     folder = F.sentiment_classifier_dir(16, 1, 16, 0)
@@ -79,4 +103,5 @@ def test_load_sentiment_classifier_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(F, "fine_tune", None)  # a second call must not train again
     tok2, model2 = F.load_sentiment_classifier(n_train=16, epochs=1, max_length=16)
     import torch
+
     assert torch.equal(model.classifier.weight, model2.classifier.weight)

@@ -1,4 +1,5 @@
 """course_lib.generation: temperature, top-k, top-p and the KV-cached sampling loop."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """course_lib.grading: input checks and the plumbing that the round-trip tests rely on."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_list_labs_matches_solutions_folders():
     labs = grading.list_labs(REPO)
-    assert labs == sorted(p.name for p in (REPO / "solutions").iterdir()
-                          if (p / f"{p.name}.ipynb").exists())
+    assert labs == sorted(p.name for p in (REPO / "solutions").iterdir() if (p / f"{p.name}.ipynb").exists())
     assert "lab00_pytorch_warmup" in labs
 
 

@@ -1,6 +1,7 @@
 """When the grader itself fails, no grade is lost: a submission whose sandbox cannot start is
 retried, then reported "not graded" (exit status 1), and never written over an earlier grade;
 grading one student keeps the whole class in the export; bad ids are refused clearly."""
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,9 @@ def test_failures_never_lose_grades(tmp_path, capsys):
 
     # 0.6 GB of address space: the kernel cannot even import numpy, before any student code
     # runs. That is the grader's failure, not carol's: retried, reported, never recorded.
-    code = main(["grade", LAB, "--course", str(course), "--student", "carol", "--workers", "1",
-                 "--memory-gb", "0.6"])
+    code = main(
+        ["grade", LAB, "--course", str(course), "--student", "carol", "--workers", "1", "--memory-gb", "0.6"]
+    )
     out = capsys.readouterr().out
     assert code == 1, out
     assert "NOT GRADED" in out and "sandbox could not start" in out
@@ -57,8 +59,9 @@ def test_failures_never_lose_grades(tmp_path, capsys):
     assert rows["dave"]["score"] == "14"
 
     # grading one student again keeps the class in the export
-    results = grade_lab(LAB, course_root=course, workers=1, student="dave", progress=False,
-                        print_fn=lambda *a: None)
+    results = grade_lab(
+        LAB, course_root=course, workers=1, student="dave", progress=False, print_fn=lambda *a: None
+    )
     assert [(r.student, r.score) for r in results] == [("dave", 14.0)]
     rows = _csv(course)
     assert set(rows) == {"carol", "dave"} and rows["dave"]["status"] == "graded"

@@ -1,6 +1,7 @@
 """The grader's idea of where things are: one definition (course_lib.paths), and a sandbox that
 cannot see the course it grades. After a module moves, a path spelt out by hand would silently
 point at the wrong folder and unhide the course inside the sandbox: these tests fail then."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,7 @@ def test_hidden_paths_cover_the_course_and_the_repository(tmp_path):
     from course_lib.grading.sandbox import _hidden_paths
 
     hidden = _hidden_paths(tmp_path)
-    covers = lambda p: any(str(p) == h or str(p).startswith(h.rstrip("/") + "/") for h in hidden)  # noqa: E731
+    covers = lambda p: any(str(p) == h or str(p).startswith(h.rstrip("/") + "/") for h in hidden)
     assert covers(REPO / "solutions") and covers(tmp_path / "gradebook.db"), hidden
 
 
@@ -51,13 +52,19 @@ def test_sandbox_cannot_see_solutions_or_the_gradebook(tmp_path):
 
     level = isolation_level()
     if level == "limits-only":
-        pytest.skip("no OS isolation on this machine (needs root with unshare, or bubblewrap): "
-                    "the sandbox can see the course here, and grade_lab warns about it")
+        pytest.skip(
+            "no OS isolation on this machine (needs root with unshare, or bubblewrap): "
+            "the sandbox can see the course here, and grade_lab warns about it"
+        )
     course = tmp_path / "course"
     (course / "solutions").mkdir(parents=True)
     (course / "gradebook.db").write_text("x")
-    watched = [str(REPO / "solutions"), str(REPO / ".git"), str(course / "gradebook.db"),
-               str(course / "solutions")]
+    watched = [
+        str(REPO / "solutions"),
+        str(REPO / ".git"),
+        str(course / "gradebook.db"),
+        str(course / "solutions"),
+    ]
     with SandboxKernel(course, SandboxLimits(call_timeout_s=60)) as k:
         code = f"import sys; sys.argv = ['probe'] + {watched!r}\n" + PROBE
         r = k.execute(code)

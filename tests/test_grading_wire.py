@@ -7,6 +7,7 @@ directions (trusted encode -> kernel decode -> student code -> kernel encode -> 
 and a malicious kernel (one that writes its own answers, plants links or FIFOs where the
 grader reads and writes) can be simulated precisely.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ import torch
 from course_lib.grading import wire
 from course_lib.grading.remote import Remote, RemoteSession, StudentCodeError, Unsendable
 
-STUDENT_CODE = '''
+STUDENT_CODE = """
 import torch
 def echo(x):
     return x
@@ -43,7 +44,7 @@ def mutate(t, xs, d, arr):
     arr[0] = 42
 def pure(t, xs):
     return t.sum() + len(xs)
-'''
+"""
 
 
 class FakeKernel:
@@ -80,12 +81,27 @@ def remote(session, name):
 
 
 VALUES = {
-    "none": None, "bool": True, "int": 7, "float": 2.5, "complex": 1 + 2j, "str": "héllo",
-    "bytes": b"\x00\x01", "list": [1, [2, 3]], "tuple": (1, ("a", 2.0)), "dict": {"a": 1, 2: "b", (1, 2): [3]},
-    "set": {1, 2, 3}, "frozenset": frozenset({"x"}), "slice": slice(1, None, 2), "ellipsis": Ellipsis,
-    "size": torch.Size([2, 3]), "dtype": torch.float16, "device": torch.device("cpu"),
-    "tensor": torch.arange(6).reshape(2, 3), "ndarray": np.arange(4.0).reshape(2, 2),
-    "np_scalar": np.float64(1.5), "series": pd.Series([1.0, 2.0], index=["a", "b"], name="s"),
+    "none": None,
+    "bool": True,
+    "int": 7,
+    "float": 2.5,
+    "complex": 1 + 2j,
+    "str": "héllo",
+    "bytes": b"\x00\x01",
+    "list": [1, [2, 3]],
+    "tuple": (1, ("a", 2.0)),
+    "dict": {"a": 1, 2: "b", (1, 2): [3]},
+    "set": {1, 2, 3},
+    "frozenset": frozenset({"x"}),
+    "slice": slice(1, None, 2),
+    "ellipsis": Ellipsis,
+    "size": torch.Size([2, 3]),
+    "dtype": torch.float16,
+    "device": torch.device("cpu"),
+    "tensor": torch.arange(6).reshape(2, 3),
+    "ndarray": np.arange(4.0).reshape(2, 2),
+    "np_scalar": np.float64(1.5),
+    "series": pd.Series([1.0, 2.0], index=["a", "b"], name="s"),
     "frame": pd.DataFrame({"w": ["x", "y"], "v": [0.5, 1.5]}, index=[10, 20]),
 }
 
@@ -164,6 +180,7 @@ def test_tests_cannot_send_objects(kernel):
 
 def _answer(kernel_obj, name, payload):
     """Make the fake kernel write ``payload`` as the answer to the next request ``name``."""
+
     def before(k):
         k.before = None
         k.ns["__olm_real_run"] = k.ns.get("__olm_real_run", k.ns["__olm_run"])
@@ -172,6 +189,7 @@ def _answer(kernel_obj, name, payload):
             torch.save(payload, resp_path)
 
         k.ns["__olm_run"] = fake_run
+
     kernel_obj.before = before
 
 
@@ -193,10 +211,16 @@ def test_too_many_values_are_refused(kernel):
         remote(session, "echo")(1)
 
 
-@pytest.mark.parametrize("bad", [{"ok": True, "value": {"__olm_nope__": 1}},
-                                 {"ok": True, "value": {"a": 1, "b": 2}},
-                                 {"ok": "yes"}, [1, 2],
-                                 {"ok": True, "value": {wire.TAG_HANDLE_NAME: "echo"}}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ok": True, "value": {"__olm_nope__": 1}},
+        {"ok": True, "value": {"a": 1, "b": 2}},
+        {"ok": "yes"},
+        [1, 2],
+        {"ok": True, "value": {wire.TAG_HANDLE_NAME: "echo"}},
+    ],
+)
 def test_malformed_answers_are_the_students_failure(kernel, bad):
     k, session = kernel
     _answer(k, "echo", bad)
@@ -254,8 +278,9 @@ def test_replacing_the_work_folder_changes_nothing(kernel, tmp_path_factory):
         os.rename(kk.workdir, moved)
         os.symlink(elsewhere, kk.workdir)
         real = kk.ns["__olm_run"]
-        kk.ns["__olm_run"] = lambda req, resp: real(req.replace(str(kk.workdir), str(moved)),
-                                                    resp.replace(str(kk.workdir), str(moved)))
+        kk.ns["__olm_run"] = lambda req, resp: real(
+            req.replace(str(kk.workdir), str(moved)), resp.replace(str(kk.workdir), str(moved))
+        )
 
     k.before = swap
     assert remote(session, "double")(4) == 8

@@ -1,5 +1,6 @@
 """Every committed notebook is clean: valid nbformat 4.5, stable ids, no outputs, a parameters
 cell, kernelspec python3, and in the canonical normalised form."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,13 +15,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _committed_notebooks() -> list[Path]:
     try:
-        out = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.split()
+        out = subprocess.run(
+            ["git", "ls-files", "*.ipynb"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
         tracked = [REPO / p for p in out if p.split("/")[0] in ("lessons", "solutions", "labs")]
     except (subprocess.CalledProcessError, FileNotFoundError):
         tracked = []
-    on_disk = [p for pat in ("lessons/*.ipynb", "solutions/*/*.ipynb", "labs/*/*.ipynb")
-               for p in REPO.glob(pat)]
+    on_disk = [
+        p for pat in ("lessons/*.ipynb", "solutions/*/*.ipynb", "labs/*/*.ipynb") for p in REPO.glob(pat)
+    ]
     return sorted(set(tracked) | set(on_disk))
 
 
@@ -62,7 +65,9 @@ def test_problems_requires_parameters_cell(tmp_path: Path):
 def test_labs_mirror_solutions():
     sols = {p.name for p in (REPO / "solutions").iterdir() if p.is_dir()}
     labs = {p.name for p in (REPO / "labs").iterdir() if p.is_dir()}
-    assert sols == labs, f"labs/ and solutions/ differ: only in solutions {sols - labs}, only in labs {labs - sols}"
+    assert sols == labs, (
+        f"labs/ and solutions/ differ: only in solutions {sols - labs}, only in labs {labs - sols}"
+    )
 
 
 def test_no_importorskip_for_pinned_packages():
@@ -86,8 +91,11 @@ def _course_lib_modules():
 
     import course_lib
 
-    return [importlib.import_module(m.name) for m in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
-            if m.name != "course_lib.__main__"]
+    return [
+        importlib.import_module(m.name)
+        for m in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
+        if m.name != "course_lib.__main__"
+    ]
 
 
 def test_public_names_do_not_collide():
@@ -117,8 +125,64 @@ def test_no_private_imports_across_modules():
         if "grading" in py.parts:
             continue
         for node in ast.walk(ast.parse(py.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("course_lib")):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level or (node.module or "").startswith("course_lib")
+            ):
                 bad = [a.name for a in node.names if a.name.startswith("_")]
                 if bad:
                     offenders.append(f"{py.relative_to(REPO)}:{node.lineno}: {bad}")
     assert not offenders, f"private names imported from another module: {offenders}"
+
+
+def notebook_modules() -> dict[str, list[str]]:
+    """``{notebook path: sorted course_lib modules its code cells import}`` for every lesson and
+    lab solution (what DEVELOPERS.md's "Which notebook uses which module" table lists)."""
+    import ast
+    import json
+
+    table = {}
+    for nb in sorted((REPO / "lessons").glob("*.ipynb")) + sorted((REPO / "solutions").glob("*/*.ipynb")):
+        mods = set()
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "".join(cell["source"])
+            src = "\n".join("pass" if ln.lstrip().startswith(("%", "!")) else ln for ln in src.splitlines())
+            try:
+                tree = ast.parse(src)
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("course_lib"):
+                    if node.module == "course_lib":
+                        mods |= {a.name for a in node.names}
+                    else:
+                        mods.add(node.module.removeprefix("course_lib."))
+                elif isinstance(node, ast.Import):
+                    mods |= {
+                        a.name.removeprefix("course_lib.")
+                        for a in node.names
+                        if a.name.startswith("course_lib.")
+                    }
+        table[str(nb.relative_to(REPO))] = sorted(mods)
+    return table
+
+
+def test_developers_table_lists_the_modules_each_notebook_uses():
+    """DEVELOPERS.md's table from each lesson and lab to the course_lib modules it imports is
+    generated from the notebooks: this fails (and prints the right table) when they drift."""
+    import re
+
+    want = "\n".join(
+        f"| `{nb}` | {', '.join(f'`{m}`' for m in mods) or '(none)'} |"
+        for nb, mods in notebook_modules().items()
+    )
+    text = (REPO / "DEVELOPERS.md").read_text()
+    m = re.search(
+        r"<!-- notebook-modules:start -->\n\| notebook \| course_lib modules \|\n\|---\|---\|\n"
+        r"(.*?)\n<!-- notebook-modules:end -->",
+        text,
+        re.S,
+    )
+    assert m, "DEVELOPERS.md lacks the notebook-modules table markers"
+    assert m.group(1).strip() == want, f"update the table in DEVELOPERS.md to:\n{want}"

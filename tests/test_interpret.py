@@ -1,4 +1,5 @@
 """Unit tests for course_lib.interpret: Shapley axioms, faithfulness curves, wrappers, errors."""
+
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ from course_lib import interpret as I
 
 
 def table_game(n, seed):
-    tab = np.random.default_rng(seed).normal(size=2 ** n)
+    tab = np.random.default_rng(seed).normal(size=2**n)
     return tab, lambda masks: tab[(np.asarray(masks, dtype=int) << np.arange(n)).sum(1)]
 
 
@@ -24,6 +25,7 @@ def test_exact_shapley_additive_and_and_game():
 def test_exact_shapley_negation_dummy_symmetry():
     def negation(m):
         return np.where(m[:, 0] & m[:, 1], -1.0, np.where(m[:, 0], 1.0, 0.0))
+
     assert np.allclose(I.exact_shapley(negation, 2)[0], [0.0, -1.0])
     phi, _ = I.exact_shapley(lambda m: 2.0 * (m[:, 0] & m[:, 2]), 3)
     assert phi[1] == 0 and phi[0] == pytest.approx(phi[2]) == pytest.approx(1.0)
@@ -36,6 +38,7 @@ def test_exact_shapley_efficiency_and_brute_force(n, seed):
     assert abs(phi.sum() + base - tab[-1]) < 1e-10
     # against the permutation definition (average marginal contribution over all orders)
     from itertools import permutations
+
     ref = np.zeros(n)
     perms = list(permutations(range(n)))
     for p in perms:
@@ -87,8 +90,14 @@ def tiny_bert():
 
     tok, _ = load_minilm()
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+    )
     return tok, BertForSequenceClassification(cfg).eval()
 
 

@@ -5,6 +5,7 @@ under plain nbgrader AND under `course_lib grade`, the solution scores full mark
 release scores 0, and every seeded plausible mistake in tests/lab_mistakes/<lab>.yaml loses
 points. The heaviest of these run first (tests/conftest.py orders them).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,9 +31,11 @@ def test_release_matches_committed(lab, tmp_path):
     committed = REPO / "labs" / lab / f"{lab}.ipynb"
     assert committed.exists(), f"labs/{lab} missing: run python -m course_lib release {lab}"
     assert generated.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8"), (
-        f"labs/{lab} is out of date with solutions/{lab}: run python -m course_lib release {lab}")
-    assert sorted(p.name for p in generated.parent.iterdir()) == \
-        sorted(p.name for p in committed.parent.iterdir())
+        f"labs/{lab} is out of date with solutions/{lab}: run python -m course_lib release {lab}"
+    )
+    assert sorted(p.name for p in generated.parent.iterdir()) == sorted(
+        p.name for p in committed.parent.iterdir()
+    )
 
 
 def _mistake_id(i: int, mistake: dict) -> str:
@@ -47,8 +50,9 @@ def test_nbgrader_round_trip(lab, tmp_path):
     kernel per submission) instead of one course per notebook."""
     mistakes = load_mistakes(lab)
     subs = {"solution": grading.lab_source(lab, REPO), "blank": REPO / "labs" / lab / f"{lab}.ipynb"}
-    subs |= {_mistake_id(i, m): apply_mistake(lab, m, tmp_path / f"{i:02d}.ipynb")
-             for i, m in enumerate(mistakes)}
+    subs |= {
+        _mistake_id(i, m): apply_mistake(lab, m, tmp_path / f"{i:02d}.ipynb") for i, m in enumerate(mistakes)
+    }
     results = grading.autograde(lab, subs, REPO)
     assert set(results) == set(subs)
     not_graded = {s: r.not_graded for s, r in results.items() if not r.graded}
@@ -58,7 +62,9 @@ def test_nbgrader_round_trip(lab, tmp_path):
     assert sol.score == sol.max_score, f"solution lost points on {sol.failed()}"
     blank = results.pop("blank")
     earned = {k: v["points"] for k, v in blank.tests.items() if v["points"] > 0}
-    assert blank.score == 0, f"the untouched release earned points on {earned}: those tests pass without any work"
+    assert blank.score == 0, (
+        f"the untouched release earned points on {earned}: those tests pass without any work"
+    )
     full = [s for s, r in results.items() if r.score >= r.max_score]
     assert not full, f"{len(full)} of {len(mistakes)} mistakes still scored full marks: {full}"
 
@@ -83,8 +89,10 @@ def test_course_lib_grade_agrees(lab, tmp_path):
         dest = course / "submitted" / student / lab
         dest.mkdir(parents=True)
         shutil.copy(src, dest / f"{lab}.ipynb")
-    results = {r.student: r for r in grade_lab(lab, workers=2, course_root=course, progress=False,
-                                               print_fn=lambda *a: None)}
+    results = {
+        r.student: r
+        for r in grade_lab(lab, workers=2, course_root=course, progress=False, print_fn=lambda *a: None)
+    }
     assert set(results) == set(subs)
 
     def lost(r):
@@ -98,4 +106,6 @@ def test_course_lib_grade_agrees(lab, tmp_path):
     not_graded = {s: r.not_graded for s, r in mistakes.items() if not r.graded}
     full = [s for s, r in mistakes.items() if r.graded and r.score >= r.max_score]
     assert not not_graded, f"course_lib grade could not grade: {not_graded}"
-    assert not full, f"{len(full)} of {len(mistakes)} mistakes scored full marks under course_lib grade: {full}"
+    assert not full, (
+        f"{len(full)} of {len(mistakes)} mistakes scored full marks under course_lib grade: {full}"
+    )

@@ -4,6 +4,7 @@ Cheap checks for mistakes of issue #20: a count that is not the data's, time bud
 disagree between a notebook and the README, a course map that puts a lab after the wrong lesson,
 preset widths that are not the presets', an exercise that asks for the default value.
 """
+
 from __future__ import annotations
 
 import ast
@@ -51,8 +52,11 @@ def _readme_rows() -> dict[str, tuple[str, str, str | None]]:
         lab = re.search(r"\[(lab\d\d_\w+)\]", cells[2])
         t = re.fullmatch(r"([\d–-]+) min(?: \+ ([\d–-]+) min lab)?", cells[-1])
         assert t, f"README row {cells[0]}: cannot read the time budget {cells[-1]!r}"
-        rows[cells[0]] = (lab.group(1) if lab else "", _minutes(t.group(1)),
-                          _minutes(t.group(2)) if t.group(2) else None)
+        rows[cells[0]] = (
+            lab.group(1) if lab else "",
+            _minutes(t.group(1)),
+            _minutes(t.group(2)) if t.group(2) else None,
+        )
     return rows
 
 
@@ -69,7 +73,8 @@ def test_lesson_time_budget_matches_readme(path):
     assert m, f"{path.name}: no '**Time:** about N minutes' line"
     readme = _readme_rows()[path.name[:2]][1]
     assert _minutes(m.group(1)) == readme, (
-        f"{path.name} says {m.group(1)} minutes, README.md says {readme} min")
+        f"{path.name} says {m.group(1)} minutes, README.md says {readme} min"
+    )
 
 
 def test_lab_time_budgets_match_readme():
@@ -78,7 +83,8 @@ def test_lab_time_budgets_match_readme():
         m = re.search(r"\*\*Time:\*\* about ([\d–-]+) minutes", text)
         assert m, f"{lab}: no '**Time:** about N minutes' line"
         assert _minutes(m.group(1)) == minutes, (
-            f"{lab} says {m.group(1)} minutes, README.md says {minutes} min")
+            f"{lab} says {m.group(1)} minutes, README.md says {minutes} min"
+        )
 
 
 def test_course_map_in_welcome_matches_readme():
@@ -94,7 +100,8 @@ def test_course_map_in_welcome_matches_readme():
         readme_lab = rows[cells[0]][0]
         assert (lab.group(1) if lab else "") == readme_lab[3:5], (
             f"00_welcome's course map puts {cells[2] or 'no lab'} after lesson "
-            f"{cells[0]}; README.md says {readme_lab or 'no lab'}")
+            f"{cells[0]}; README.md says {readme_lab or 'no lab'}"
+        )
     assert found == len(rows)
 
 
@@ -126,4 +133,5 @@ def test_lesson_02_threshold_exercise_asks_for_other_values():
     exercise = re.search(r"\*\*Threshold\.\*\*(.*?)\n\d\.", _markdown(path), re.S).group(1)
     asked = [float(x) for x in re.findall(r"near_dup_threshold = ([\d.]+)", exercise)]
     assert asked and default not in asked, (
-        f"exercise 1 asks for thresholds {asked}, but {default} is already the default")
+        f"exercise 1 asks for thresholds {asked}, but {default} is already the default"
+    )

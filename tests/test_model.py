@@ -1,4 +1,5 @@
 """course_lib.model: presets, seeded construction, parameter counts and FLOPs per token."""
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -31,9 +32,17 @@ def test_overrides_and_presets_are_not_mutated():
     assert make_config("tiny").num_hidden_layers == PRESETS["tiny"]["num_hidden_layers"]
 
 
-@pytest.mark.parametrize("bad, exc", [
-    (dict(preset="huge"), ValueError), (dict(preset=3), TypeError), (dict(vocab_size=0), ValueError),
-    (dict(hidden_size=31), ValueError), (dict(hidden_size=30), ValueError), (dict(num_key_value_heads=3, num_attention_heads=2), ValueError)])
+@pytest.mark.parametrize(
+    "bad, exc",
+    [
+        (dict(preset="huge"), ValueError),
+        (dict(preset=3), TypeError),
+        (dict(vocab_size=0), ValueError),
+        (dict(hidden_size=31), ValueError),
+        (dict(hidden_size=30), ValueError),
+        (dict(num_key_value_heads=3, num_attention_heads=2), ValueError),
+    ],
+)
 def test_make_config_rejects_bad_input(bad, exc):
     kwargs = {"preset": "tiny", **bad}
     with pytest.raises(exc, match="preset|vocab_size|hidden_size|num_attention_heads"):
@@ -63,12 +72,22 @@ def test_build_model_is_a_seeded_transformers_model_and_leaves_global_rng_alone(
 def test_eager_and_sdpa_models_agree():
     cfg = make_config("tiny")
     x = torch.randint(0, 256, (2, 16))
-    sdpa, eager = build_model(cfg, seed=0).eval(), build_model(cfg, seed=0, attn_implementation="eager").eval()
+    sdpa, eager = (
+        build_model(cfg, seed=0).eval(),
+        build_model(cfg, seed=0, attn_implementation="eager").eval(),
+    )
     torch.testing.assert_close(sdpa(input_ids=x).logits, eager(input_ids=x).logits, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"attention_bias": True, "mlp_bias": True},
-                                       {"num_key_value_heads": 1}, {"tie_word_embeddings": False}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"attention_bias": True, "mlp_bias": True},
+        {"num_key_value_heads": 1},
+        {"tie_word_embeddings": False},
+    ],
+)
 def test_count_parameters_matches_formula(overrides):
     cfg = make_config("tiny", **overrides)
     model = build_model(cfg)

@@ -3,6 +3,7 @@
 Small parameters come from each notebook's own metadata
 (``metadata.open_llm_lab.test_parameters``), so adding a notebook adds its test.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,8 @@ def test_notebook_executes(path: Path, tmp_path: Path):
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         pm.execute_notebook(
-            str(path), str(out),
+            str(path),
+            str(out),
             parameters=test_parameters(path),
             cwd=str(path.parent),
             kernel_name="python3",
@@ -45,14 +47,20 @@ def test_notebook_executes(path: Path, tmp_path: Path):
             execution_timeout=600,
         )
     except pm.PapermillExecutionError as e:
-        pytest.fail(f"{path.relative_to(REPO)} failed in cell {e.exec_count}: {e.ename}: {e.evalue}",
-                    pytrace=False)
+        pytest.fail(
+            f"{path.relative_to(REPO)} failed in cell {e.exec_count}: {e.ename}: {e.evalue}", pytrace=False
+        )
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
     nb = nbformat.read(str(out), as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, json.dumps(errors[0])[:2000]
 
 

@@ -1,16 +1,17 @@
 """Unit tests of course_lib.plots: what is drawn, and clear errors on bad input."""
+
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
 
-from course_lib import plots  # noqa: E402
+from course_lib import plots
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +44,9 @@ def test_bar_accepts_tensors_arrays_and_numpy_scalars():
 
 
 def test_bar_horizontal_puts_first_label_on_top_and_log_scale():
-    ax = plots.bar(["first", "second"], [10, 1000], xlabel="bytes [B]", ylabel="format",
-                   horizontal=True, log=True)
+    ax = plots.bar(
+        ["first", "second"], [10, 1000], xlabel="bytes [B]", ylabel="format", horizontal=True, log=True
+    )
     y_of = {t.get_text(): y for t, y in zip(ax.get_yticklabels(), ax.get_yticks())}
     assert y_of["first"] > y_of["second"]  # read top to bottom
     assert ax.get_xscale() == "log"
@@ -58,8 +60,9 @@ def test_bar_draws_into_given_axes():
 
 
 def test_grouped_bar_one_colour_per_series_and_legend():
-    ax = plots.grouped_bar(["s1", "s2", "s3"], {"A": [1, 2, 3], "B": [4, 5, 6]},
-                           xlabel="sentence", ylabel="tokens")
+    ax = plots.grouped_bar(
+        ["s1", "s2", "s3"], {"A": [1, 2, 3], "B": [4, 5, 6]}, xlabel="sentence", ylabel="tokens"
+    )
     assert len(ax.patches) == 6
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B"]
     a_colors = {p.get_facecolor() for p in ax.patches[:3]}
@@ -70,29 +73,43 @@ def test_grouped_bar_one_colour_per_series_and_legend():
 def test_line_single_and_named_curves():
     ax = plots.line([1, 2, 3], [3, 2, 1], xlabel="step", ylabel="loss [nats]")
     assert len(ax.lines) == 1 and ax.get_legend() is None
-    ax = plots.line([1, 10, 100], {"train": [3, 2, 1], "val": [3, 2.5, 2]}, xlabel="step",
-                    ylabel="loss [nats]", logx=True, logy=True, marker="o")
+    ax = plots.line(
+        [1, 10, 100],
+        {"train": [3, 2, 1], "val": [3, 2.5, 2]},
+        xlabel="step",
+        ylabel="loss [nats]",
+        logx=True,
+        logy=True,
+        marker="o",
+    )
     assert len(ax.lines) == 2 and ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert list(ax.lines[1].get_ydata()) == [3, 2.5, 2]
 
 
-@pytest.mark.parametrize("call, exc, words", [
-    (lambda: plots.bar(["a", "b"], [1], xlabel="x", ylabel="y"), ValueError, "values has 1"),
-    (lambda: plots.bar(["a"], [1], xlabel="", ylabel="y"), TypeError, "xlabel"),
-    (lambda: plots.bar(["a"], [1], xlabel="x", ylabel=None), TypeError, "ylabel"),
-    (lambda: plots.bar(["a"], ["1"], xlabel="x", ylabel="y"), TypeError, "values[0]"),
-    (lambda: plots.bar(["a"], [True], xlabel="x", ylabel="y"), TypeError, "values[0]"),
-    (lambda: plots.bar("ab", [1, 2], xlabel="x", ylabel="y"), TypeError, "labels"),
-    (lambda: plots.bar([], [], xlabel="x", ylabel="y"), TypeError, "labels"),
-    (lambda: plots.bar(["a"], 3, xlabel="x", ylabel="y"), TypeError, "values must be a sequence"),
-    (lambda: plots.bar(["a", "b"], [0, 1], xlabel="x", ylabel="y", log=True), ValueError, "positive"),
-    (lambda: plots.grouped_bar(["a"], {}, xlabel="x", ylabel="y"), TypeError, "series"),
-    (lambda: plots.grouped_bar(["a"], [[1]], xlabel="x", ylabel="y"), TypeError, "series"),
-    (lambda: plots.grouped_bar(["a", "b"], {"A": [1]}, xlabel="x", ylabel="y"), ValueError, "series['A']"),
-    (lambda: plots.line([1, 2], [1], xlabel="x", ylabel="y"), ValueError, "ys has 1"),
-    (lambda: plots.line([], [], xlabel="x", ylabel="y"), ValueError, "x is empty"),
-    (lambda: plots.line([1], {}, xlabel="x", ylabel="y"), ValueError, "empty dict"),
-])
+@pytest.mark.parametrize(
+    "call, exc, words",
+    [
+        (lambda: plots.bar(["a", "b"], [1], xlabel="x", ylabel="y"), ValueError, "values has 1"),
+        (lambda: plots.bar(["a"], [1], xlabel="", ylabel="y"), TypeError, "xlabel"),
+        (lambda: plots.bar(["a"], [1], xlabel="x", ylabel=None), TypeError, "ylabel"),
+        (lambda: plots.bar(["a"], ["1"], xlabel="x", ylabel="y"), TypeError, "values[0]"),
+        (lambda: plots.bar(["a"], [True], xlabel="x", ylabel="y"), TypeError, "values[0]"),
+        (lambda: plots.bar("ab", [1, 2], xlabel="x", ylabel="y"), TypeError, "labels"),
+        (lambda: plots.bar([], [], xlabel="x", ylabel="y"), TypeError, "labels"),
+        (lambda: plots.bar(["a"], 3, xlabel="x", ylabel="y"), TypeError, "values must be a sequence"),
+        (lambda: plots.bar(["a", "b"], [0, 1], xlabel="x", ylabel="y", log=True), ValueError, "positive"),
+        (lambda: plots.grouped_bar(["a"], {}, xlabel="x", ylabel="y"), TypeError, "series"),
+        (lambda: plots.grouped_bar(["a"], [[1]], xlabel="x", ylabel="y"), TypeError, "series"),
+        (
+            lambda: plots.grouped_bar(["a", "b"], {"A": [1]}, xlabel="x", ylabel="y"),
+            ValueError,
+            "series['A']",
+        ),
+        (lambda: plots.line([1, 2], [1], xlabel="x", ylabel="y"), ValueError, "ys has 1"),
+        (lambda: plots.line([], [], xlabel="x", ylabel="y"), ValueError, "x is empty"),
+        (lambda: plots.line([1], {}, xlabel="x", ylabel="y"), ValueError, "empty dict"),
+    ],
+)
 def test_bad_input_names_the_argument(call, exc, words):
     with pytest.raises(exc) as info:
         call()

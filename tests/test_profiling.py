@@ -1,4 +1,5 @@
 """Unit tests of course_lib.profiling: fast, offline, no absolute timings."""
+
 from __future__ import annotations
 
 import math
@@ -66,13 +67,16 @@ def test_benchmark_statistics_by_hand():
     assert P.BenchmarkResult(times_s=[0.5]).std_s == 0.0
 
 
-@pytest.mark.parametrize("kwargs, exc", [
-    (dict(fn=42), TypeError),
-    (dict(warmup=-1), ValueError),
-    (dict(warmup=1.5), ValueError),
-    (dict(repeat=0), ValueError),
-    (dict(repeat=True), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [
+        (dict(fn=42), TypeError),
+        (dict(warmup=-1), ValueError),
+        (dict(warmup=1.5), ValueError),
+        (dict(repeat=0), ValueError),
+        (dict(repeat=True), ValueError),
+    ],
+)
 def test_benchmark_rejects_bad_input(kwargs, exc):
     args = dict(fn=lambda: None, warmup=1, repeat=2) | kwargs
     with pytest.raises(exc, match="fn|warmup|repeat"):
@@ -120,12 +124,22 @@ def test_flops_per_token_rejects_bad_input():
 
 
 # ------------------------------------------------------------------------------------ peaks, MFU
-@pytest.mark.parametrize("name, key", [
-    ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA H100 PCIe", "H100 PCIe"), ("NVIDIA H200", "H200"),
-    ("NVIDIA A100-SXM4-80GB", "A100"), ("NVIDIA A100-PCIE-40GB", "A100"), ("NVIDIA L4", "L4"),
-    ("Tesla T4", "T4"), ("Tesla V100-SXM2-16GB", "V100"), ("NVIDIA GeForce RTX 4090", "RTX 4090"),
-    ("NVIDIA L40S", "L40S"), ("NVIDIA A10", "A10"),
-])
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("NVIDIA H100 80GB HBM3", "H100"),
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA A100-SXM4-80GB", "A100"),
+        ("NVIDIA A100-PCIE-40GB", "A100"),
+        ("NVIDIA L4", "L4"),
+        ("Tesla T4", "T4"),
+        ("Tesla V100-SXM2-16GB", "V100"),
+        ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA A10", "A10"),
+    ],
+)
 def test_device_key_matches_real_gpu_names(name, key):
     assert P.device_key(name) == key
 
@@ -227,8 +241,12 @@ def test_gpu_check_script_says_it_needs_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: run bash tools/gpu_check.sh itself")
     repo = Path(__file__).resolve().parent.parent
-    r = subprocess.run(["bash", str(repo / "tools" / "gpu_check.sh")], capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)},
-                       timeout=120)
+    r = subprocess.run(
+        ["bash", str(repo / "tools" / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)},
+        timeout=120,
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     assert "no CUDA device visible" in r.stdout

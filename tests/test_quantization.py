@@ -1,4 +1,5 @@
 """Unit tests of course_lib.quantization (fast, offline; one GGUF test reads SmolLM2's file)."""
+
 import math
 
 import numpy as np
@@ -29,7 +30,7 @@ from course_lib.quantization import (
 def heavy_tailed(shape, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g)
-    x.view(-1)[:: 97] *= 20  # a few outliers, as in LLM weights
+    x.view(-1)[::97] *= 20  # a few outliers, as in LLM weights
     return x
 
 
@@ -184,8 +185,9 @@ def test_quantized_linear_matches_fake_quant(bits, symmetric, group_size):
     q = QuantizedLinear.from_float(lin, bits=bits, symmetric=symmetric, group_size=group_size)
     assert q.packed.dtype == torch.uint8 and q.packed.numel() == math.ceil(64 * 24 * bits / 8)
     assert q.scale.dtype == torch.float16
-    w_hat = fake_quantize(lin.weight.detach(), bits=bits, symmetric=symmetric, group_size=group_size,
-                          scale_dtype=torch.float16)
+    w_hat = fake_quantize(
+        lin.weight.detach(), bits=bits, symmetric=symmetric, group_size=group_size, scale_dtype=torch.float16
+    )
     assert torch.equal(q.dequantized_weight(), w_hat)
     x = torch.randn(5, 64)
     assert torch.allclose(q(x), nn.functional.linear(x, w_hat, lin.bias), atol=1e-6)
@@ -253,8 +255,9 @@ def test_quantize_model_bad_group_names_layer(tiny_llama):
 
 def test_model_nbytes_counts_tied_once(tiny_llama):
     params = {id(p): p for p in tiny_llama.parameters()}
-    expected = sum(p.numel() * 4 for p in params.values()) + sum(b.numel() * b.element_size()
-                                                                  for b in tiny_llama.buffers())
+    expected = sum(p.numel() * 4 for p in params.values()) + sum(
+        b.numel() * b.element_size() for b in tiny_llama.buffers()
+    )
     assert model_nbytes(tiny_llama) == expected
     assert model_nbytes(nn.Linear(4, 2)) == 40
 
@@ -308,9 +311,12 @@ def test_q4_1_equals_transformers_weights(smollm2_file):
     _, model = load_smollm2()
     layer = model.model.layers[5]
     cfg = model.config
-    pairs = [("attn_q", layer.self_attn.q_proj, cfg.num_attention_heads),
-             ("attn_k", layer.self_attn.k_proj, cfg.num_key_value_heads),
-             ("attn_v", layer.self_attn.v_proj, None), ("ffn_up", layer.mlp.up_proj, None)]
+    pairs = [
+        ("attn_q", layer.self_attn.q_proj, cfg.num_attention_heads),
+        ("attn_k", layer.self_attn.k_proj, cfg.num_key_value_heads),
+        ("attn_v", layer.self_attn.v_proj, None),
+        ("ffn_up", layer.mlp.up_proj, None),
+    ]
     for name, module, heads in pairs:
         data, kind, _ = read_gguf_tensor(smollm2_file, f"blk.5.{name}.weight")
         w = dequantize_q4_1(data)

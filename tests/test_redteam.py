@@ -5,6 +5,7 @@ score of the work it contains (expected.yaml), the robust ones no less; the run 
 a classmate graded earlier keeps their grade; the gradebook is backed up; and no feedback file
 contains hidden-test source.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -54,9 +55,12 @@ def _grade_red_team(tmp_path_factory):
     carol.mkdir(parents=True)
     shutil.copy(REPO / "solutions" / LAB / f"{LAB}.ipynb", carol / f"{LAB}.ipynb")
     limits = {"call_timeout_s": 20.0, "memory_gb": 3.0, "cpu_seconds": 300}
-    before = {r.student: r.score for r in grade_lab(LAB, workers=2, course_root=course,
-                                                     limits=limits, progress=False,
-                                                     print_fn=lambda *a: None)}
+    before = {
+        r.student: r.score
+        for r in grade_lab(
+            LAB, workers=2, course_root=course, limits=limits, progress=False, print_fn=lambda *a: None
+        )
+    }
     (course / "victim.txt").write_text("precious")
     red = course / "redteam"
     for nb in sorted(RED.glob("*.ipynb")):
@@ -75,8 +79,9 @@ def _grade_red_team(tmp_path_factory):
         (red / bad / LAB).mkdir(parents=True)
         shutil.copy(REPO / "solutions" / LAB / f"{LAB}.ipynb", red / bad / LAB / f"{LAB}.ipynb")
     log = []
-    results = grade_lab(LAB, red, workers=2, course_root=course, limits=limits, progress=False,
-                        print_fn=log.append)
+    results = grade_lab(
+        LAB, red, workers=2, course_root=course, limits=limits, progress=False, print_fn=log.append
+    )
     return course, before, {r.student: r for r in results}, log
 
 
@@ -124,9 +129,13 @@ def test_score_bounded_by_honest_work(graded, name):
     _, _, results, _ = graded
     r, exp = results[name], EXPECTED[name]
     detail = {g: t["reason"] for g, t in r.tests.items() if not t["passed"]}
-    assert r.score <= exp["max_score"], f"{name} ({exp['attack']}) scored {r.score} > {exp['max_score']}: {detail}"
+    assert r.score <= exp["max_score"], (
+        f"{name} ({exp['attack']}) scored {r.score} > {exp['max_score']}: {detail}"
+    )
     if "min_score" in exp:
-        assert r.score >= exp["min_score"], f"{name} lost honest points: {r.score} < {exp['min_score']}: {detail}; {r.notes}"
+        assert r.score >= exp["min_score"], (
+            f"{name} lost honest points: {r.score} < {exp['min_score']}: {detail}; {r.notes}"
+        )
 
 
 def test_gradebook_and_classmate_untouched(graded):

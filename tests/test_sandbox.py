@@ -2,6 +2,7 @@
 zygote must be equally isolated, limited and killable; kernels from one zygote must not see each
 other; a grader without root gets the same isolation from bubblewrap; one submission's processes,
 memory and files never eat into another's limits."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,10 @@ def _probe(kernel: SandboxKernel, other: str) -> dict:
 
 def _needs_zygote() -> None:
     if LEVEL == "bubblewrap":
-        pytest.skip("no warm zygote under bubblewrap (it needs root namespaces): kernels start "
-                    "cold; tests/test_sandbox.py's bubblewrap tests cover them")
+        pytest.skip(
+            "no warm zygote under bubblewrap (it needs root namespaces): kernels start "
+            "cold; tests/test_sandbox.py's bubblewrap tests cover them"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +96,14 @@ def test_zygote_kernels_are_isolated_from_the_grader_and_each_other(zygote):
         assert "HOME" in p["env_keys"] and "OLM_SECRET_TOKEN" not in p["env_keys"], p["env_keys"]
         assert "OLM_SECRET_TOKEN" not in p["initial_env"]
     if not ISOLATED:
-        pytest.skip(f"the isolation checks need namespaces or bubblewrap ({LEVEL} here); "
-                    "the environment checks above passed")
+        pytest.skip(
+            f"the isolation checks need namespaces or bubblewrap ({LEVEL} here); "
+            "the environment checks above passed"
+        )
     for p, k in ((p1, first), (p2, second)):
         _assert_own_uid(p, k)
-        assert p["pid"] == 1, p                    # PID 1 of its own namespace
-        assert len(p["procs"]) <= 3, p["procs"]    # sees its own processes only
+        assert p["pid"] == 1, p  # PID 1 of its own namespace
+        assert len(p["procs"]) <= 3, p["procs"]  # sees its own processes only
         assert not p["sees_repo"] and not p["network"] and not p["shared_write"], p
     assert not p2["sees_other"], "a kernel saw the previous kernel's work folder"
 
@@ -113,11 +118,16 @@ def test_zygote_kernel_timeout_interrupt_and_death(zygote):
         assert not k.alive()
     # the zygote survives a dead kernel and forks the next one
     with SandboxKernel(zygote.course_root, SandboxLimits(call_timeout_s=30), zygote=zygote) as k:
-        assert k.execute("import torch; print(torch.ones(2).sum().item())")["outputs"][0]["text"].strip() == "2.0"
+        assert (
+            k.execute("import torch; print(torch.ones(2).sum().item())")["outputs"][0]["text"].strip()
+            == "2.0"
+        )
 
 
 def test_zygote_kernel_memory_limit(zygote):
-    with SandboxKernel(zygote.course_root, SandboxLimits(memory_gb=1.5, call_timeout_s=30), zygote=zygote) as k:
+    with SandboxKernel(
+        zygote.course_root, SandboxLimits(memory_gb=1.5, call_timeout_s=30), zygote=zygote
+    ) as k:
         r = k.execute("x = bytearray(3 * 2**30)")
         assert r["status"] == "error" and r["ename"] == "MemoryError", r
 
@@ -127,8 +137,10 @@ def test_cold_kernel_matches(tmp_path):
         p = _probe(k, str(tmp_path))
     assert "OLM_SECRET_TOKEN" not in p["env_keys"] and "OLM_SECRET_TOKEN" not in p["initial_env"]
     if not ISOLATED:
-        pytest.skip(f"the isolation checks need namespaces or bubblewrap ({LEVEL} here); "
-                    "the environment checks above passed")
+        pytest.skip(
+            f"the isolation checks need namespaces or bubblewrap ({LEVEL} here); "
+            "the environment checks above passed"
+        )
     _assert_own_uid(p, k)
     assert not p["sees_repo"] and not p["network"] and not p["shared_write"], p
 
@@ -181,7 +193,8 @@ def test_remote_calls_keep_types_and_honour_test_time_limits(zygote):
             "    return pd.DataFrame({'word': ['a', 'b'][:n], 'score': [0.5, 1.5][:n]}, index=[10, 20][:n])\n"
             "def slow():\n"
             "    time.sleep(30)\n"
-            "    return 1\n")
+            "    return 1\n"
+        )
         assert r["status"] == "ok", r
         picky, table, slow = (Remote(session, name=n) for n in ("picky", "table", "slow"))
         with pytest.raises(ValueError, match="x must be >= 0") as info:
@@ -190,8 +203,9 @@ def test_remote_calls_keep_types_and_honour_test_time_limits(zygote):
         assert picky(np.float64(2.5)) == 5.0
         frame = table(2)
         assert isinstance(frame, pd.DataFrame)
-        pd.testing.assert_frame_equal(frame, pd.DataFrame({"word": ["a", "b"], "score": [0.5, 1.5]},
-                                                          index=[10, 20]))
+        pd.testing.assert_frame_equal(
+            frame, pd.DataFrame({"word": ["a", "b"], "score": [0.5, 1.5]}, index=[10, 20])
+        )
 
         def out_of_time(*_):
             raise TimeoutError
@@ -327,14 +341,18 @@ def _stdout_json(r: dict):
 def _require(k: SandboxKernel, *any_of: str) -> None:
     """Skip, saying why, unless the kernel got one of the limits ``any_of``."""
     if not any(m in k.limits_applied for m in any_of):
-        pytest.skip(f"this machine cannot give each kernel {' or '.join(any_of)}: "
-                    f"{ {m: k.limits_unavailable.get(m) for m in any_of} }")
+        pytest.skip(
+            f"this machine cannot give each kernel {' or '.join(any_of)}: "
+            f"{ {m: k.limits_unavailable.get(m) for m in any_of} }"
+        )
 
 
 def _needs_root_isolation() -> None:
     if LEVEL != "namespaces":
-        pytest.skip(f"these run as root with namespaces (here: {LEVEL}); the bubblewrap "
-                    "versions below run the grader as an unprivileged user")
+        pytest.skip(
+            f"these run as root with namespaces (here: {LEVEL}); the bubblewrap "
+            "versions below run the grader as an unprivileged user"
+        )
 
 
 def test_one_submissions_threads_do_not_starve_another(tmp_path):
@@ -426,8 +444,13 @@ def test_what_a_killed_grader_left_is_reaped(tmp_path):
     from course_lib.grading import sandbox
 
     _needs_root_isolation()
-    r = subprocess.run([sys.executable, "-c", KILLED_GRADER, str(tmp_path)], capture_output=True,
-                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    r = subprocess.run(
+        [sys.executable, "-c", KILLED_GRADER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     left = json.loads(r.stdout.strip().splitlines()[-1])
     if not left["cgroups"]:
         pytest.skip("no cgroup here: nothing to reap")
@@ -450,8 +473,10 @@ def test_root_without_unshare_uses_bubblewrap(tmp_path, monkeypatch):
     if os.geteuid() != 0 or not shutil.which("bwrap"):
         pytest.skip("needs root and bwrap")
     if not sandbox._probe_bwrap(0):
-        pytest.skip(f"bwrap cannot run a kernel as an unprivileged uid here (is the Python "
-                    f"environment readable by other users?): {sandbox.isolation_problems().get('bubblewrap')}")
+        pytest.skip(
+            f"bwrap cannot run a kernel as an unprivileged uid here (is the Python "
+            f"environment readable by other users?): {sandbox.isolation_problems().get('bubblewrap')}"
+        )
     monkeypatch.setattr(sandbox, "isolation_level", lambda: "bubblewrap")
     with SandboxKernel(tmp_path, SandboxLimits(call_timeout_s=3, tmp_mb=16)) as k:
         assert k.mode == "bubblewrap"
@@ -498,10 +523,24 @@ def test_cgroup_v2_child_or_sibling(tmp_path):
 def _runs_unprivileged(python: str, code: str, cwd: str) -> bool:
     """Can the unprivileged user start ``python`` from a process of its own (not only from
     setpriv, which may still hold root's capabilities when it executes) and run ``code``?"""
-    r = subprocess.run(["setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}",
-                        "--clear-groups", "/bin/sh", "-c", 'exec "$0" -c "$1"', python, code],
-                       capture_output=True, text=True, timeout=120, cwd=cwd,
-                       env={"PATH": "/usr/bin:/bin", "HOME": cwd, "PYTHONPATH": str(REPO)})
+    r = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={UNPRIVILEGED_UID}",
+            f"--regid={UNPRIVILEGED_UID}",
+            "--clear-groups",
+            "/bin/sh",
+            "-c",
+            'exec "$0" -c "$1"',
+            python,
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "HOME": cwd, "PYTHONPATH": str(REPO)},
+    )
     return r.returncode == 0
 
 
@@ -531,8 +570,10 @@ def unprivileged_python(ws: Path) -> str:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     system = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
     if system is None:
-        pytest.skip(f"{sys.executable} cannot be started by uid {UNPRIVILEGED_UID} and there is "
-                    f"no system {version} to build one from")
+        pytest.skip(
+            f"{sys.executable} cannot be started by uid {UNPRIVILEGED_UID} and there is "
+            f"no system {version} to build one from"
+        )
     shim = ws / "venv"
     (shim / "bin").mkdir(parents=True)
     (shim / "lib" / version).mkdir(parents=True)
@@ -542,8 +583,10 @@ def unprivileged_python(ws: Path) -> str:
     python = str(shim / "bin" / "python")
     _copy_console_scripts(Path(sys.executable).parent, shim / "bin", python)
     if not _runs_unprivileged(python, check, str(ws)):
-        pytest.skip(f"neither {sys.executable} nor a {version} venv over its site-packages can be "
-                    f"started by uid {UNPRIVILEGED_UID} (is the environment world-readable?)")
+        pytest.skip(
+            f"neither {sys.executable} nor a {version} venv over its site-packages can be "
+            f"started by uid {UNPRIVILEGED_UID} (is the environment world-readable?)"
+        )
     return python
 
 
@@ -569,15 +612,34 @@ def unprivileged_env(ws: Path) -> dict[str, str]:
         (ws / sub).mkdir(exist_ok=True)
         os.chown(ws / sub, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
     path = f"{ws / 'venv' / 'bin'}:" if (ws / "venv").is_dir() else f"{Path(sys.executable).parent}:"
-    return {"PATH": path + "/usr/local/bin:/usr/bin:/bin", "HOME": str(ws / "home"), "TMPDIR": str(ws / "tmp"),
-            "LANG": "C.UTF-8", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
-            "OLM_SECRET_TOKEN": "do-not-leak"}
+    return {
+        "PATH": path + "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(ws / "home"),
+        "TMPDIR": str(ws / "tmp"),
+        "LANG": "C.UTF-8",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+        "OLM_SECRET_TOKEN": "do-not-leak",
+    }
 
 
 def run_unprivileged(python: str, args: list[str], ws: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}",
-                           "--clear-groups", python, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=str(ws / "home"), env=unprivileged_env(ws))
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={UNPRIVILEGED_UID}",
+            f"--regid={UNPRIVILEGED_UID}",
+            "--clear-groups",
+            python,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ws / "home"),
+        env=unprivileged_env(ws),
+    )
 
 
 # What the unprivileged grader does: start bubblewrap kernels and report what they could do.
@@ -659,12 +721,22 @@ def unprivileged():
         shared.chmod(0o777)
         for p in [course, *course.rglob("*")]:
             os.chown(p, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
-        targets = [str(shared / "planted"), str(course / "planted"), "/var/tmp/olm-planted",
-                   str(ws / "home" / "planted")]
-        cfg = {"course": str(course), "shared": str(shared),
-               "probe": PROBE % (str(REPO / "solutions"), str(course / "gradebook.db")),
-               "writes": UNPRIVILEGED_WRITES % (targets,), "threads": THREADS,
-               "second": SECOND_KERNEL_THREADS, "fill": FILL % {"mb": 16}, "memory": MEMORY}
+        targets = [
+            str(shared / "planted"),
+            str(course / "planted"),
+            "/var/tmp/olm-planted",
+            str(ws / "home" / "planted"),
+        ]
+        cfg = {
+            "course": str(course),
+            "shared": str(shared),
+            "probe": PROBE % (str(REPO / "solutions"), str(course / "gradebook.db")),
+            "writes": UNPRIVILEGED_WRITES % (targets,),
+            "threads": THREADS,
+            "second": SECOND_KERNEL_THREADS,
+            "fill": FILL % {"mb": 16},
+            "memory": MEMORY,
+        }
         r = run_unprivileged(python, ["-c", UNPRIVILEGED_GRADER, json.dumps(cfg)], ws, timeout=400)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         seen = json.loads(r.stdout.strip().splitlines()[-1])
@@ -689,7 +761,7 @@ def test_bubblewrap_kernel_is_isolated(unprivileged):
     assert not p["sees_repo"], "the kernel saw the instructor's solutions/"
     assert not p["sees_other"], "the kernel saw the course folder (gradebook)"
     assert not p["network"] and not p["shared_write"], p
-    assert p["pid"] == 1 and len(p["procs"]) <= 3, p      # a PID namespace of its own
+    assert p["pid"] == 1 and len(p["procs"]) <= 3, p  # a PID namespace of its own
     assert "OLM_SECRET_TOKEN" not in p["env_keys"] and "OLM_SECRET_TOKEN" not in p["initial_env"]
     assert not any(seen["writes"].values()), seen["writes"]  # nothing outside its work folder
     assert not any(planted.values()), planted
@@ -713,7 +785,9 @@ def test_bubblewrap_threads_do_not_starve_another(unprivileged):
 def test_bubblewrap_tmp_is_capped(unprivileged):
     seen, _ = unprivileged
     assert "tmpfs-tmp" in seen["applied"], seen
-    assert seen["fill"]["tmpdir"]["error"] == "ENOSPC" and seen["fill"]["tmpdir"]["written_mb"] <= 16, seen["fill"]
+    assert seen["fill"]["tmpdir"]["error"] == "ENOSPC" and seen["fill"]["tmpdir"]["written_mb"] <= 16, seen[
+        "fill"
+    ]
     if "tmpfs-workdir" not in seen["applied"]:
         pytest.skip(f"the work folder is not capped in total here: {seen['missing'].get('tmpfs-workdir')}")
     assert seen["fill"]["workdir"]["error"] == "ENOSPC", seen["fill"]

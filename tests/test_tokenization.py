@@ -1,4 +1,5 @@
 """Unit tests of course_lib.tokenization (fast, offline)."""
+
 from collections import Counter
 
 import pytest
@@ -55,18 +56,22 @@ def test_ids_identical_to_tiktoken_cl100k(cl100k):
         assert tok.encode(s) == enc.encode(s), f"ids differ from tiktoken on {s!r}"
     joined = "\n".join(sample)
     assert tok.encode(joined) == enc.encode(joined)
-    assert tok.encode("a<|endoftext|>b", allowed_special="all") == \
-        enc.encode("a<|endoftext|>b", allowed_special="all")
+    assert tok.encode("a<|endoftext|>b", allowed_special="all") == enc.encode(
+        "a<|endoftext|>b", allowed_special="all"
+    )
     assert tok.n_vocab == enc.n_vocab - (enc.n_vocab - 100256 - len(enc._special_tokens))
 
 
-@pytest.mark.parametrize("corpus", [
-    "aaabdaaabac",
-    "aaaa aaaa aaa",
-    "low lower lowest newer wider new new " * 3,
-    "abab cdcd abcd dcba " * 2 + "zz",
-    "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind",
-])
+@pytest.mark.parametrize(
+    "corpus",
+    [
+        "aaabdaaabac",
+        "aaaa aaaa aaa",
+        "low lower lowest newer wider new new " * 3,
+        "abab cdcd abcd dcba " * 2 + "zz",
+        "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind",
+    ],
+)
 def test_incremental_training_equals_recount_every_merge(corpus):
     wc = count_pretokens(corpus)
     n = 40
@@ -111,8 +116,14 @@ def test_decode_joins_bytes_before_utf8():
 
 def test_pretokenize_patterns():
     assert pretokenize("Hello world's  123456!") == ["Hello", " world", "'s", " ", " ", "123", "456", "!"]
-    assert pretokenize("Hello world's  123456!", GPT2_SPLIT_PATTERN) == \
-        ["Hello", " world", "'s", " ", " 123456", "!"]
+    assert pretokenize("Hello world's  123456!", GPT2_SPLIT_PATTERN) == [
+        "Hello",
+        " world",
+        "'s",
+        " ",
+        " 123456",
+        "!",
+    ]
     assert "".join(pretokenize(HARD_STRINGS[5])) == HARD_STRINGS[5]
 
 
@@ -128,7 +139,7 @@ def test_special_tokens_allowed_disallowed_unknown():
     with pytest.raises(ValueError, match="unknown special token"):
         tok.encode("hi", allowed_special={"<|im_start|>"})
     with pytest.raises(ValueError, match="unknown token id"):
-        tok.decode([10 ** 6])
+        tok.decode([10**6])
 
 
 def test_special_tokens_are_not_learned():
@@ -234,10 +245,16 @@ def test_learners_can_import_wordfreq():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", "import wordfreq; print(wordfreq.top_n_list('fr', 3))"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, ("import wordfreq failed; rerun `bash scripts/setup.sh` (it removes "
-                               "aaaaaaa_future_typing.pth): " + r.stderr[-500:])
+    r = subprocess.run(
+        [sys.executable, "-c", "import wordfreq; print(wordfreq.top_n_list('fr', 3))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, (
+        "import wordfreq failed; rerun `bash scripts/setup.sh` (it removes "
+        "aaaaaaa_future_typing.pth): " + r.stderr[-500:]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -282,9 +299,40 @@ def stream_tok(macbeth):
 
 
 def _random_text(rng, n):
-    alphabet = (["a", "b", "e", "t", "h", " ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", "'", "'s", "'ll",
-                 "1", "23", "4567", ".", "!", "?", ",", "é", "日本", "🙂", "<|endoftext|>", "<|", "|>",
-                 "<|pad|>", " \n ", "   \n"])
+    alphabet = [
+        "a",
+        "b",
+        "e",
+        "t",
+        "h",
+        " ",
+        " ",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        "\r\n",
+        "'",
+        "'s",
+        "'ll",
+        "1",
+        "23",
+        "4567",
+        ".",
+        "!",
+        "?",
+        ",",
+        "é",
+        "日本",
+        "🙂",
+        "<|endoftext|>",
+        "<|",
+        "|>",
+        "<|pad|>",
+        " \n ",
+        "   \n",
+    ]
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
@@ -292,7 +340,7 @@ def _random_chunks(rng, text):
     chunks, i = [], 0
     while i < len(text):
         k = rng.choice([0, 1, 1, 2, 3, 5, 8, 13])
-        chunks.append(text[i:i + k])
+        chunks.append(text[i : i + k])
         i += k
     return chunks
 
@@ -303,8 +351,11 @@ def test_encode_iterable_equals_encode_on_joined_text(macbeth, stream_tok, patte
 
     from course_lib.tokenization import GPT2_SPLIT_PATTERN
 
-    tok = stream_tok if pattern == "gpt4" else BPETokenizer(stream_tok.merges, GPT2_SPLIT_PATTERN,
-                                                            stream_tok.special_tokens)
+    tok = (
+        stream_tok
+        if pattern == "gpt4"
+        else BPETokenizer(stream_tok.merges, GPT2_SPLIT_PATTERN, stream_tok.special_tokens)
+    )
     rng = random.Random(0)
     texts = [_random_text(rng, rng.randint(0, 60)) for _ in range(300)] + [macbeth[:3000]]
     for text in texts:

@@ -1,4 +1,5 @@
 """course_lib.training: byte tokenizer, batches, schedule, the loop, bits per byte, checkpoints."""
+
 import math
 
 import pytest
@@ -17,13 +18,24 @@ from course_lib.training import (
     train,
 )
 
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
-        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+) * 30
 
 
 def small_cfg(**kw):
-    base = dict(max_steps=30, batch_size=8, block_size=32, learning_rate=1e-2, warmup_steps=5,
-                eval_interval=15, eval_batches=2, log_interval=5, progress=False)
+    base = dict(
+        max_steps=30,
+        batch_size=8,
+        block_size=32,
+        learning_rate=1e-2,
+        warmup_steps=5,
+        eval_interval=15,
+        eval_batches=2,
+        log_interval=5,
+        progress=False,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -80,8 +92,17 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
     assert lr_at(100, cfg) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("bad", [dict(max_steps=0), dict(batch_size=1.5), dict(learning_rate=0),
-                                 dict(grad_clip=-1.0), dict(min_lr_ratio=2), dict(resume=True)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(max_steps=0),
+        dict(batch_size=1.5),
+        dict(learning_rate=0),
+        dict(grad_clip=-1.0),
+        dict(min_lr_ratio=2),
+        dict(resume=True),
+    ],
+)
 def test_train_config_validates(bad):
     with pytest.raises(ValueError, match="TrainConfig"):
         TrainConfig(**bad)
@@ -127,8 +148,12 @@ def test_checkpoint_resume_is_exact(tmp_path):
     train(interrupted, ids, ids, ckpt, callbacks=[lambda r: r["step"] >= 10])  # "crash" at step 10
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "config.json").exists()
     resumed = build_model(make_config("tiny"), seed=99)  # different weights: the checkpoint must win
-    history = train(resumed, ids, ids, small_cfg(max_steps=20, eval_interval=10, checkpoint_dir=str(tmp_path),
-                                                 resume=True))
+    history = train(
+        resumed,
+        ids,
+        ids,
+        small_cfg(max_steps=20, eval_interval=10, checkpoint_dir=str(tmp_path), resume=True),
+    )
     assert history[-1]["step"] == 20
     torch.testing.assert_close(resumed.lm_head.weight, straight.lm_head.weight, rtol=0, atol=0)
     step, _ = load_checkpoint(tmp_path, build_model(make_config("tiny")))
@@ -163,7 +188,8 @@ def test_evaluate_bits_per_byte_equals_the_hand_computed_value():
     nats = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), windows[:, 1:].reshape(-1))
     assert evaluate_bits_per_byte(model, ids, 32, 4) == pytest.approx(nats.item() / math.log(2), rel=1e-5)
     assert evaluate_bits_per_byte(model, ids, 32, 4, bytes_per_token=2.0) == pytest.approx(
-        nats.item() / math.log(2) / 2, rel=1e-5)
+        nats.item() / math.log(2) / 2, rel=1e-5
+    )
 
 
 def test_load_course_gpt_trains_once_then_loads_from_cache(tmp_path, monkeypatch):

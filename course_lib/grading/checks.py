@@ -31,16 +31,16 @@ raised inside student code turned into a failure that carries the test's hint.
     ...
     AssertionError: scale changed its argument 1 (x) in place; the task says to leave its inputs unchanged. Hint: work on a copy: x = x * 2
 """
+
 from __future__ import annotations
 
 import ast
 import inspect
 import textwrap
 
-__all__ = ["student_source", "forbidden_calls", "call_student", "record_student_cell",
-           "reset_student_cells"]
+__all__ = ["student_source", "forbidden_calls", "call_student", "record_student_cell", "reset_student_cells"]
 
-_CELLS: list[str] = []   # student cells run so far (the verifier's trusted copies), in order
+_CELLS: list[str] = []  # student cells run so far (the verifier's trusted copies), in order
 
 
 def reset_student_cells() -> None:
@@ -55,16 +55,18 @@ def record_student_cell(source: str) -> None:
 
 def _definition_in(source: str, name: str) -> str | None:
     try:
-        tree = ast.parse("\n".join("pass" if ln.lstrip().startswith(("%", "!")) else ln
-                                   for ln in source.splitlines()))
+        tree = ast.parse(
+            "\n".join("pass" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines())
+        )
     except SyntaxError:
         return None
     found = None
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
             found = ast.get_source_segment(source, node)
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name
-                                                  for t in node.targets):
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
             found = ast.get_source_segment(source, node)
     return found
 
@@ -110,8 +112,13 @@ def forbidden_calls(fn, names: list[str]) -> list[str]:
             seen.add(d)
         if isinstance(node, ast.Attribute):
             attrs.add(node.attr)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+        ):
             attrs.add(str(node.args[1].value))
         if isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
@@ -150,17 +157,30 @@ def _unchanged(before, after) -> bool:
     import torch
 
     if isinstance(before, torch.Tensor):
-        return (isinstance(after, torch.Tensor) and before.shape == after.shape
-                and before.dtype == after.dtype and torch.equal(before, after.detach()))
+        return (
+            isinstance(after, torch.Tensor)
+            and before.shape == after.shape
+            and before.dtype == after.dtype
+            and torch.equal(before, after.detach())
+        )
     if isinstance(before, np.ndarray):
-        return isinstance(after, np.ndarray) and before.shape == after.shape and \
-            np.array_equal(before, after, equal_nan=True)
+        return (
+            isinstance(after, np.ndarray)
+            and before.shape == after.shape
+            and np.array_equal(before, after, equal_nan=True)
+        )
     if isinstance(before, (list, tuple)):
-        return type(before) is type(after) and len(before) == len(after) and \
-            all(_unchanged(b, a) for b, a in zip(before, after))
+        return (
+            type(before) is type(after)
+            and len(before) == len(after)
+            and all(_unchanged(b, a) for b, a in zip(before, after))
+        )
     if isinstance(before, dict):
-        return isinstance(after, dict) and before.keys() == after.keys() and \
-            all(_unchanged(before[k], after[k]) for k in before)
+        return (
+            isinstance(after, dict)
+            and before.keys() == after.keys()
+            and all(_unchanged(before[k], after[k]) for k in before)
+        )
     try:
         return bool(before == after)
     except Exception:  # noqa: BLE001
@@ -187,8 +207,10 @@ def _name(fn) -> str:
     from .remote import Remote
 
     if isinstance(fn, Remote):
-        return (object.__getattribute__(fn, "_name") or
-                f"{object.__getattribute__(fn, '_type_name')} (a student object)")
+        return (
+            object.__getattribute__(fn, "_name")
+            or f"{object.__getattribute__(fn, '_type_name')} (a student object)"
+        )
     name = getattr(fn, "__name__", None)
     return name if isinstance(name, str) else type(fn).__name__
 
@@ -222,10 +244,14 @@ def call_student(fn, *args, hint: str = "", check_unchanged: bool = True, **kwar
         for i, (b, a) in enumerate(zip(before, args)):
             if b is not None and not _unchanged(b, a):
                 label = f"argument {i + 1}" + (f" ({params[i]})" if i < len(params) else "")
-                raise AssertionError(f"{name} changed its {label} in place; the task says to leave "
-                                     f"its inputs unchanged.{suffix}")
+                raise AssertionError(
+                    f"{name} changed its {label} in place; the task says to leave "
+                    f"its inputs unchanged.{suffix}"
+                )
         for k, b in before_kw.items():
             if b is not None and not _unchanged(b, kwargs[k]):
-                raise AssertionError(f"{name} changed its argument {k!r} in place; the task says "
-                                     f"to leave its inputs unchanged.{suffix}")
+                raise AssertionError(
+                    f"{name} changed its argument {k!r} in place; the task says "
+                    f"to leave its inputs unchanged.{suffix}"
+                )
     return out

@@ -11,6 +11,7 @@ and dry runs never touch a real gradebook, and returns the scores as plain data.
     >>> grading.autograde("lab00_pytorch_warmup", {"alice": "alice.ipynb"})  # doctest: +SKIP
     {'alice': GradeResult(student='alice', tests={...}, ...)}
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,15 +65,27 @@ def _fast_alembic_version() -> None:
     nb_api.get_alembic_version = head
 
 
-__all__ = ["REPO_ROOT", "GradeResult", "list_labs", "lab_source", "release", "generate_student_version",
-           "autograde", "course_config", "ensure_assignment"]
+__all__ = [
+    "REPO_ROOT",
+    "GradeResult",
+    "list_labs",
+    "lab_source",
+    "release",
+    "generate_student_version",
+    "autograde",
+    "course_config",
+    "ensure_assignment",
+]
 
 
 def list_labs(root: Path = REPO_ROOT) -> list[str]:
     """Names of the labs that have an nbgrader source notebook in ``solutions/``."""
     src = Path(root) / "solutions"
-    return sorted(p.name for p in src.iterdir()
-                  if p.is_dir() and (p / f"{p.name}.ipynb").exists()) if src.exists() else []
+    return (
+        sorted(p.name for p in src.iterdir() if p.is_dir() and (p / f"{p.name}.ipynb").exists())
+        if src.exists()
+        else []
+    )
 
 
 def lab_source(lab: str, root: Path = REPO_ROOT) -> Path:
@@ -140,13 +153,17 @@ def generate_student_version(lab: str, out_dir: Path, root: Path = REPO_ROOT) ->
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="olm-release-") as tmp:
         course = Path(tmp)
-        shutil.copytree(src.parent, course / "solutions" / lab,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        shutil.copytree(
+            src.parent,
+            course / "solutions" / lab,
+            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+        )
         with _quiet_nbgrader():
             result = _api(course).generate_assignment(lab, force=True, create=True)
         if not result.get("success"):
-            raise RuntimeError(f"nbgrader generate_assignment failed for {lab}:\n"
-                               f"{result.get('error') or result.get('log')}")
+            raise RuntimeError(
+                f"nbgrader generate_assignment failed for {lab}:\n{result.get('error') or result.get('log')}"
+            )
         generated = course / "labs" / lab
         target = out_dir / lab
         if target.exists():
@@ -162,8 +179,12 @@ def release(lab: str, root: Path = REPO_ROOT) -> Path:
     return generate_student_version(lab, Path(root) / "labs", root)
 
 
-def autograde(lab: str, submissions: dict[str, str | os.PathLike], root: Path = REPO_ROOT,
-              workdir: str | os.PathLike | None = None) -> dict[str, GradeResult]:
+def autograde(
+    lab: str,
+    submissions: dict[str, str | os.PathLike],
+    root: Path = REPO_ROOT,
+    workdir: str | os.PathLike | None = None,
+) -> dict[str, GradeResult]:
     """Autograde notebooks for ``lab`` with nbgrader in a fresh course directory.
 
     Parameters
@@ -191,14 +212,21 @@ def autograde(lab: str, submissions: dict[str, str | os.PathLike], root: Path = 
         if not Path(path).is_file():
             raise FileNotFoundError(f"submission of {student!r} not found: {path}")
     src = lab_source(lab, root)
-    ctx = (contextlib.nullcontext(str(workdir)) if workdir is not None
-           else tempfile.TemporaryDirectory(prefix="olm-grade-"))
+    ctx = (
+        contextlib.nullcontext(str(workdir))
+        if workdir is not None
+        else tempfile.TemporaryDirectory(prefix="olm-grade-")
+    )
     results: dict[str, GradeResult] = {}
     with ctx as tmp:
         course = Path(tmp)
         course.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src.parent, course / "solutions" / lab, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        shutil.copytree(
+            src.parent,
+            course / "solutions" / lab,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+        )
         api = _api(course)
         with _quiet_nbgrader():
             gen = api.generate_assignment(lab, force=True, create=True)
@@ -210,9 +238,12 @@ def autograde(lab: str, submissions: dict[str, str | os.PathLike], root: Path = 
             shutil.copy(path, dest / f"{lab}.ipynb")
             with _quiet_nbgrader():
                 res = api.autograde(lab, student, force=True, create=True)
-            results[student] = _read_grade(course, lab, student,
-                                           None if res.get("success") else
-                                           (res.get("error") or res.get("log") or "autograde failed"))
+            results[student] = _read_grade(
+                course,
+                lab,
+                student,
+                None if res.get("success") else (res.get("error") or res.get("log") or "autograde failed"),
+            )
     return results
 
 
@@ -230,8 +261,12 @@ def _read_grade(course: Path, lab: str, student: str, error: str | None) -> Grad
             for grade in nb.grades:
                 if grade.max_score:
                     score, top = float(grade.score), float(grade.max_score)
-                    tests[grade.name] = {"points": score, "max": top, "passed": score >= top,
-                                         "reason": "passed" if score >= top else "failed"}
+                    tests[grade.name] = {
+                        "points": score,
+                        "max": top,
+                        "passed": score >= top,
+                        "reason": "passed" if score >= top else "failed",
+                    }
         return GradeResult(student, tests, not_graded=error)
 
 
@@ -257,6 +292,7 @@ def ensure_assignment(lab: str, course: Path) -> None:
 
         with _quiet_nbgrader():
             res = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg).generate_assignment(
-                lab, force=True, create=True)
+                lab, force=True, create=True
+            )
         if not res.get("success"):
             raise RuntimeError(f"nbgrader generate_assignment failed: {res.get('error')}")

@@ -6,6 +6,7 @@ graded in this run gets this run's failed tests and notes; a student whose gradi
 this run keeps the grade the gradebook has, with the reason in ``status``. Every cell is made
 spreadsheet-safe and every printed line terminal-safe (:mod:`.ids`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -60,8 +61,17 @@ def export_grades(lab: str, results: list[GradeResult], course: Path, path: str 
             failed, notes = "", " | ".join(r.notes)
         else:
             status, failed, notes = "from the gradebook (not graded in this run)", "", ""
-        rows.append([student, lab, "" if score is None else f"{score:g}",
-                     "" if top is None else f"{top:g}", status, failed, notes])
+        rows.append(
+            [
+                student,
+                lab,
+                "" if score is None else f"{score:g}",
+                "" if top is None else f"{top:g}",
+                status,
+                failed,
+                notes,
+            ]
+        )
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -85,5 +95,7 @@ def print_summary(results: list[GradeResult], print_fn=print) -> None:
         print_fn(f"{name:<{width}}  {r.score:>4g}/{r.max_score:<4g} {r.seconds:>5.1f}s  {note}")
     missing = sum(not r.graded for r in results)
     if missing:
-        print_fn(f"{missing} submission(s) NOT GRADED: nothing was recorded for them (earlier "
-                 "grades are kept); fix the reason shown and grade them again with --student ID")
+        print_fn(
+            f"{missing} submission(s) NOT GRADED: nothing was recorded for them (earlier "
+            "grades are kept); fix the reason shown and grade them again with --student ID"
+        )

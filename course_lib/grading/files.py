@@ -19,6 +19,7 @@ link anywhere on the way (the student's folder itself, the lab folder, the noteb
     course_lib.grading.files.UnsafeFile: link is a symbolic link (refused: links are never followed)
     >>> os.close(fd)
 """
+
 from __future__ import annotations
 
 import errno
@@ -71,7 +72,9 @@ def read_regular(dir_fd: int | None, name: str, max_bytes: int) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeFile(f"{name} is not a regular file")
         if st.st_size > max_bytes:
-            raise UnsafeFile(f"{name} is {st.st_size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit")
+            raise UnsafeFile(
+                f"{name} is {st.st_size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit"
+            )
         chunks, left = [], max_bytes + 1
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 20))
@@ -90,16 +93,19 @@ def read_regular(dir_fd: int | None, name: str, max_bytes: int) -> bytes:
 def write_new(dir_fd: int | None, name: str, data: bytes, mode: int = 0o644) -> None:
     """Create ``name`` in ``dir_fd`` with ``data``; refuses if anything (a link...) is there."""
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | getattr(os, "O_CLOEXEC", 0), mode, dir_fd=dir_fd)
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+            mode,
+            dir_fd=dir_fd,
+        )
     except FileExistsError:
-        raise UnsafeFile(f"{name} already exists (something was planted where the grader "
-                         "writes)") from None
+        raise UnsafeFile(f"{name} already exists (something was planted where the grader writes)") from None
     try:
         os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 

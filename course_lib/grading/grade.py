@@ -24,6 +24,7 @@ tests with a reason; it is never dropped, and it never stops the run. A failure 
 own (a sandbox that cannot start, a crashed worker) is retried and then reported "not graded":
 it is never written over a grade.
 """
+
 from __future__ import annotations
 
 import ast
@@ -57,8 +58,9 @@ _MAGIC_PREFIXES = ("%", "!")
 
 # ---------------------------------------------------------------------------------------------
 # finding submissions
-def find_submissions(lab: str, submissions_dir: str | os.PathLike, student: str | None = None
-                     ) -> tuple[dict[str, str | None], dict[str, str]]:
+def find_submissions(
+    lab: str, submissions_dir: str | os.PathLike, student: str | None = None
+) -> tuple[dict[str, str | None], dict[str, str]]:
     """Submissions of ``lab`` in nbgrader's layout ``DIR/<student>/<lab>/<lab>.ipynb`` (or the
     flat layout ``DIR/<student>.ipynb``).
 
@@ -69,8 +71,10 @@ def find_submissions(lab: str, submissions_dir: str | os.PathLike, student: str 
     """
     submissions_dir = Path(submissions_dir)
     if not submissions_dir.is_dir():
-        raise FileNotFoundError(f"submissions folder not found: {submissions_dir}; expected "
-                                f"{submissions_dir}/<student>/{lab}/{lab}.ipynb")
+        raise FileNotFoundError(
+            f"submissions folder not found: {submissions_dir}; expected "
+            f"{submissions_dir}/<student>/{lab}/{lab}.ipynb"
+        )
     if student is not None:
         check_student_id(student)
     found: dict[str, str | None] = {}
@@ -89,8 +93,10 @@ def find_submissions(lab: str, submissions_dir: str | os.PathLike, student: str 
         else:
             continue
         if not is_student_id(sid):
-            refused[printable(sid, 80)] = ("refused: the folder name is not a valid student id "
-                                           "(1-64 ASCII letters, digits, '_', '.', '-'); rename it")
+            refused[printable(sid, 80)] = (
+                "refused: the folder name is not a valid student id "
+                "(1-64 ASCII letters, digits, '_', '.', '-'); rename it"
+            )
             continue
         if sid in found:
             continue  # the nbgrader layout wins over a flat file of the same name
@@ -98,8 +104,9 @@ def find_submissions(lab: str, submissions_dir: str | os.PathLike, student: str 
         found[sid] = rel if os.path.lexists(nb) else None
     if student is not None:
         if student not in found:
-            raise ValueError(f"no submission of {student!r} for {lab} in {submissions_dir}; "
-                             f"found {sorted(found)[:20]}")
+            raise ValueError(
+                f"no submission of {student!r} for {lab} in {submissions_dir}; found {sorted(found)[:20]}"
+            )
         found, refused = {student: found[student]}, {}
     return found, refused
 
@@ -121,8 +128,7 @@ def _is_solution(cell) -> bool:
 
 
 def _without_magics(source: str) -> str:
-    return "\n".join("pass" if ln.lstrip().startswith(_MAGIC_PREFIXES) else ln
-                     for ln in source.splitlines())
+    return "\n".join("pass" if ln.lstrip().startswith(_MAGIC_PREFIXES) else ln for ln in source.splitlines())
 
 
 def _defined_names(source: str) -> tuple[list[str], list[str]]:
@@ -157,8 +163,10 @@ def _sanitize(nb, lab: str, student: str, db_url: str, config):
         OverwriteKernelspec,
     )
 
-    resources = {"nbgrader": {"db_url": db_url, "assignment": lab, "notebook": lab,
-                              "student": student}, "unique_key": lab}
+    resources = {
+        "nbgrader": {"db_url": db_url, "assignment": lab, "notebook": lab, "student": student},
+        "unique_key": lab,
+    }
     for cls in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata):
         nb, resources = cls(config=config).preprocess(nb, resources)
     return nb
@@ -175,12 +183,15 @@ class _TrustedRunner:
     def run(self, source: str, name: str, max_chars: int = MAX_CELL_OUTPUT_CHARS) -> dict:
         out = io.StringIO()
         ename = evalue = exc = None
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()), \
-                warnings.catch_warnings():
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(io.StringIO()),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")
             try:
                 exec(compile(_without_magics(source), f"<{name}>", "exec"), self.ns)  # noqa: S102 - instructor code
-            except BaseException as e:  # noqa: BLE001 - a failing test is data, not a crash
+            except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):
                     raise
                 ename, evalue, exc = type(e).__name__, str(e)[:max_chars], e
@@ -196,8 +207,14 @@ def _outputs_for_test(res: dict) -> list[dict]:
         outs.append({"output_type": "stream", "name": "stdout", "text": res["stdout"]})
     if res["ename"]:
         # Only the exception's type and message: a traceback would quote hidden test source.
-        outs.append({"output_type": "error", "ename": res["ename"], "evalue": res["evalue"] or "",
-                     "traceback": [f"{res['ename']}: {res['evalue'] or ''}"]})
+        outs.append(
+            {
+                "output_type": "error",
+                "ename": res["ename"],
+                "evalue": res["evalue"] or "",
+                "traceback": [f"{res['ename']}: {res['evalue'] or ''}"],
+            }
+        )
     return outs
 
 
@@ -237,8 +254,9 @@ class _Sandbox:
                 kernel.stop()
             if zygote is None:
                 raise
-            self.notes.append(f"the warm zygote could not fork a kernel ({str(e)[:200]}); "
-                              "started a cold kernel")
+            self.notes.append(
+                f"the warm zygote could not fork a kernel ({str(e)[:200]}); started a cold kernel"
+            )
             self.kernel = SandboxKernel(self.course_root, self.limits, keep=self.keep).start()
         if self.session is None:
             self.session = RemoteSession(self.kernel, self.limits.call_timeout_s)
@@ -287,23 +305,40 @@ class _Sandbox:
         from .sandbox import KernelDied
 
         if self.session.dead_reason:
-            return [{"output_type": "error", "ename": "KernelDied", "evalue": self.session.dead_reason,
-                     "traceback": []}]
+            return [
+                {
+                    "output_type": "error",
+                    "ename": "KernelDied",
+                    "evalue": self.session.dead_reason,
+                    "traceback": [],
+                }
+            ]
         try:
             r = self.kernel.execute(source, timeout=timeout)
         except KernelDied as e:
             if not self.revive(str(e)):
                 self.session.dead_reason = f"the kernel died ({str(e)[:300]})"
-            return [{"output_type": "error", "ename": "KernelDied",
-                     "evalue": f"this cell stopped the kernel: {str(e)[:300]}", "traceback": []}]
+            return [
+                {
+                    "output_type": "error",
+                    "ename": "KernelDied",
+                    "evalue": f"this cell stopped the kernel: {str(e)[:300]}",
+                    "traceback": [],
+                }
+            ]
         if r["status"] == "ok":
             self.history.append(source)
         elif not any(o.get("output_type") == "error" for o in r["outputs"]):
             # The reply says the cell failed even if its error message has not arrived on
             # IOPub: the reply decides (a failing in-sandbox test must never read as a pass).
-            r["outputs"].append({"output_type": "error", "ename": str(r.get("ename") or "Error")[:200],
-                                 "evalue": str(r.get("evalue") or f"status {r['status']}")[:2000],
-                                 "traceback": []})
+            r["outputs"].append(
+                {
+                    "output_type": "error",
+                    "ename": str(r.get("ename") or "Error")[:200],
+                    "evalue": str(r.get("evalue") or f"status {r['status']}")[:2000],
+                    "traceback": [],
+                }
+            )
         return r["outputs"]
 
     def after_remote_failure(self):
@@ -330,8 +365,7 @@ class _Run:
     """One submission's walk through the instructor's notebook: student cells run in the
     sandbox in order, tests run here, each verdict recorded in ``result``."""
 
-    def __init__(self, source_nb, student_nb, result: GradeResult, sandbox: _Sandbox,
-                 limits: SandboxLimits):
+    def __init__(self, source_nb, student_nb, result: GradeResult, sandbox: _Sandbox, limits: SandboxLimits):
         import nbformat
 
         self.nbformat = nbformat
@@ -354,10 +388,14 @@ class _Run:
     def _set_outputs(self, cell, outputs: list[dict]) -> None:
         size = _output_chars(outputs)
         if size > self.output_left:
-            outputs = [{"output_type": "stream", "name": "stdout",
-                        "text": "... (output removed: this submission printed more than the "
-                                f"{MAX_SUBMISSION_OUTPUT_CHARS:,} characters kept per notebook)\n"}] + \
-                      [o for o in outputs if o.get("output_type") == "error"][:1]
+            outputs = [
+                {
+                    "output_type": "stream",
+                    "name": "stdout",
+                    "text": "... (output removed: this submission printed more than the "
+                    f"{MAX_SUBMISSION_OUTPUT_CHARS:,} characters kept per notebook)\n",
+                }
+            ] + [o for o in outputs if o.get("output_type") == "error"][:1]
             size = _output_chars(outputs)
         self.output_left -= size
         self.count += 1
@@ -377,11 +415,18 @@ class _Run:
                 left = self._time_left()
                 if left <= 0:
                     if not self.out_of_time:
-                        self.result.notes.append("the submission's time budget ran out; later "
-                                                 "cells were not run")
+                        self.result.notes.append(
+                            "the submission's time budget ran out; later cells were not run"
+                        )
                     self.out_of_time = True
-                    outs = [{"output_type": "error", "ename": "TimeoutError", "traceback": [],
-                             "evalue": "not run: the submission's time budget ran out"}]
+                    outs = [
+                        {
+                            "output_type": "error",
+                            "ename": "TimeoutError",
+                            "traceback": [],
+                            "evalue": "not run: the submission's time budget ran out",
+                        }
+                    ]
                 else:
                     outs = self.sandbox.run_cell(c.source, timeout=min(self.call_timeout, left))
                 self._set_outputs(c, outs)
@@ -405,18 +450,25 @@ class _Run:
 
         t = self.result.tests[gid]
         if self._time_left() <= 0:
-            res = {"stdout": "", "ename": "TimeoutError", "exc": None,
-                   "evalue": "not run: the submission's time budget ran out"}
+            res = {
+                "stdout": "",
+                "ename": "TimeoutError",
+                "exc": None,
+                "evalue": "not run: the submission's time budget ran out",
+            }
         else:
             self.sandbox.session.call_timeout_s = max(1.0, min(self.call_timeout, self._time_left()))
             res = self.trusted.run(cell.source, gid)
         if isinstance(res["exc"], Unsendable):
-            self.result.notes.append(f"{gid}: the test passes an object to student code, which "
-                                     "the grader does not do: fix the test to pass plain data")
+            self.result.notes.append(
+                f"{gid}: the test passes an object to student code, which "
+                "the grader does not do: fix the test to pass plain data"
+            )
         t["passed"] = res["ename"] is None
         t["points"] = t["max"] if t["passed"] else 0.0
-        t["reason"] = "passed" if t["passed"] else \
-            printable(f"{res['ename']}: {res['evalue']}", MAX_REASON_CHARS)
+        t["reason"] = (
+            "passed" if t["passed"] else printable(f"{res['ename']}: {res['evalue']}", MAX_REASON_CHARS)
+        )
         student_cell = self.by_id.get(gid)
         if student_cell is not None and _is_test(student_cell):
             self._set_outputs(student_cell, _outputs_for_test(res))
@@ -428,8 +480,9 @@ class _Run:
         res = self.trusted.run(cell.source, gid or "setup")
         if res["ename"] and not isinstance(res["exc"], Unsendable):
             # later tests that need this cell will fail: say why
-            self.result.notes.append(f"a provided cell failed in the verifier: {res['ename']}: "
-                                     f"{str(res['evalue'])[:200]}")
+            self.result.notes.append(
+                f"a provided cell failed in the verifier: {res['ename']}: {str(res['evalue'])[:200]}"
+            )
 
     def walk(self) -> None:
         reset_student_cells()
@@ -453,8 +506,12 @@ def _zero_result(student: str, source_nb) -> GradeResult:
     for c in source_nb.cells:
         if _is_test(c):
             m = _nbgrader_meta(c)
-            result.tests[m["grade_id"]] = {"points": 0.0, "max": float(m.get("points", 0)),
-                                           "passed": False, "reason": "not graded"}
+            result.tests[m["grade_id"]] = {
+                "points": 0.0,
+                "max": float(m.get("points", 0)),
+                "passed": False,
+                "reason": "not graded",
+            }
     return result
 
 
@@ -465,8 +522,14 @@ def _all_zero(result: GradeResult, reason: str) -> GradeResult:
     return result
 
 
-def grade_submission(lab: str, student: str, submission: str | None, course_root: str,
-                     limits: dict | None = None, submissions_root: str | None = None) -> dict:
+def grade_submission(
+    lab: str,
+    student: str,
+    submission: str | None,
+    course_root: str,
+    limits: dict | None = None,
+    submissions_root: str | None = None,
+) -> dict:
     """Grade one submission (copy in, sanitise, run in the sandbox, verify in this process).
 
     ``submission`` is the notebook's path relative to ``submissions_root`` (read without
@@ -500,8 +563,9 @@ def grade_submission(lab: str, student: str, submission: str | None, course_root
     except UnsafeFile as e:
         return done(_all_zero(result, f"the submitted notebook was refused: {printable(e, 300)}"))
     except Exception as e:  # noqa: BLE001 - unreadable or malformed: 0 with the reason
-        return done(_all_zero(result, f"the notebook could not be read: {type(e).__name__}: "
-                                      f"{printable(e, 200)}"))
+        return done(
+            _all_zero(result, f"the notebook could not be read: {type(e).__name__}: {printable(e, 200)}")
+        )
 
     limits_obj = SandboxLimits(**(limits or {}))
     public = course / "labs" / lab
@@ -540,18 +604,28 @@ def _grade_all(lab: str, jobs: dict[str, tuple], workers: int, bar) -> dict[str,
                     r = GradeResult(**grade_submission(*jobs[s]))
                     r.notes.append(f"graded in the main process after a worker failed ({type(e).__name__})")
                 except Exception as e2:  # noqa: BLE001
-                    r = GradeResult(s, not_graded=f"grading failed twice: {type(e).__name__}: "
-                                                  f"{printable(e, 200)}; then {type(e2).__name__}: "
-                                                  f"{printable(e2, 200)}")
+                    r = GradeResult(
+                        s,
+                        not_graded=f"grading failed twice: {type(e).__name__}: "
+                        f"{printable(e, 200)}; then {type(e2).__name__}: "
+                        f"{printable(e2, 200)}",
+                    )
                 results[s] = r
             bar.update(1)
     return results
 
 
-def grade_lab(lab: str, submissions_dir: str | os.PathLike | None = None, workers: int = 2,
-              student: str | None = None, course_root: str | os.PathLike = REPO_ROOT,
-              limits: dict | None = None, csv_path: str | os.PathLike | None = None,
-              progress: bool = True, print_fn=print) -> list[GradeResult]:
+def grade_lab(
+    lab: str,
+    submissions_dir: str | os.PathLike | None = None,
+    workers: int = 2,
+    student: str | None = None,
+    course_root: str | os.PathLike = REPO_ROOT,
+    limits: dict | None = None,
+    csv_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    print_fn=print,
+) -> list[GradeResult]:
     """Grade every submission of ``lab`` (see the module docstring); returns the results,
     sorted by student, including the submissions that were refused or not graded
     (``not_graded`` set: nothing was recorded for them).
@@ -584,11 +658,13 @@ def grade_lab(lab: str, submissions_dir: str | os.PathLike | None = None, worker
         raise ValueError(f"no submissions for {lab} in {subs_dir}")
     level = isolation_level()
     if level == "limits-only":
-        print_fn("WARNING: OS-level isolation is unavailable (neither root with `unshare` nor "
-                 "bubblewrap with user namespaces works here). Student code still runs in a "
-                 "separate kernel with memory/CPU/time limits, a scrubbed environment and verdicts "
-                 "computed outside it, but it can read any file your user can read (gradebook, "
-                 "solutions/). Install bubblewrap (`apt-get install bubblewrap`) or grade as root.")
+        print_fn(
+            "WARNING: OS-level isolation is unavailable (neither root with `unshare` nor "
+            "bubblewrap with user namespaces works here). Student code still runs in a "
+            "separate kernel with memory/CPU/time limits, a scrubbed environment and verdicts "
+            "computed outside it, but it can read any file your user can read (gradebook, "
+            "solutions/). Install bubblewrap (`apt-get install bubblewrap`) or grade as root."
+        )
     backup = backup_gradebook(course)
     if backup is not None:
         print_fn(f"gradebook backed up to {backup.name}")

@@ -14,6 +14,7 @@ it must be short, plain ASCII, and unable to climb out of a folder or start a fo
     >>> spreadsheet_safe("=HYPERLINK(1)")
     "'=HYPERLINK(1)"
 """
+
 from __future__ import annotations
 
 import re

@@ -49,6 +49,7 @@ def make_runner(wire: dict, user_ns: dict):
 
     def snapshot(args, kwargs):
         """Copies of the mutable arguments, to detect in-place changes after the call."""
+
         def copy(v):
             if isinstance(v, _torch.Tensor):
                 return v.detach().clone()
@@ -59,6 +60,7 @@ def make_runner(wire: dict, user_ns: dict):
             if isinstance(v, dict):
                 return enc(v)
             return None
+
         slots = [(i, a) for i, a in enumerate(args)] + [(k, v) for k, v in kwargs.items()]
         return [(slot, value, copy(value)) for slot, value in slots]
 
@@ -67,11 +69,17 @@ def make_runner(wire: dict, user_ns: dict):
             return False
         if isinstance(value, _torch.Tensor):
             v = value.detach()
-            return (v.shape != before.shape or v.dtype != before.dtype
-                    or not _torch.equal(v.to(before.device), before))
+            return (
+                v.shape != before.shape
+                or v.dtype != before.dtype
+                or not _torch.equal(v.to(before.device), before)
+            )
         if isinstance(value, _np.ndarray):
-            return value.shape != before.shape or value.dtype != before.dtype or \
-                not _np.array_equal(value, before, equal_nan=True)
+            return (
+                value.shape != before.shape
+                or value.dtype != before.dtype
+                or not _np.array_equal(value, before, equal_nan=True)
+            )
         try:
             now = enc(value)
         except Exception:  # noqa: BLE001 - unsendable now: report nothing
@@ -112,12 +120,13 @@ def make_runner(wire: dict, user_ns: dict):
                         out = target(*args, **kwargs)
                     outs = out if isinstance(out, (tuple, list)) else (out,)
                     if not all(isinstance(o, _torch.Tensor) for o in outs):
-                        raise TypeError("a differentiable function must return tensors, got "
-                                        + ", ".join(type(o).__name__ for o in outs))
+                        raise TypeError(
+                            "a differentiable function must return tensors, got "
+                            + ", ".join(type(o).__name__ for o in outs)
+                        )
                     cid = next(counter)
                     calls[cid] = ([args[i] for i in grad_pos], list(outs))
-                    value = enc({"call_id": cid, "tuple": isinstance(out, (tuple, list)),
-                                 "outs": list(outs)})
+                    value = enc({"call_id": cid, "tuple": isinstance(out, (tuple, list)), "outs": list(outs)})
                 else:
                     before = snapshot(args, kwargs)
                     value = enc(target(*args, **kwargs))
@@ -127,8 +136,9 @@ def make_runner(wire: dict, user_ns: dict):
                 grads_in = [dec(g) for g in req["grads"]]
                 pairs = [(o, g) for o, g in zip(outs, grads_in) if g is not None and o.requires_grad]
                 if pairs:
-                    grads = _torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
-                                                 allow_unused=True)
+                    grads = _torch.autograd.grad(
+                        [o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True
+                    )
                 else:
                     grads = [None] * len(inputs)
                 value = enc(list(grads))
@@ -151,7 +161,14 @@ def make_runner(wire: dict, user_ns: dict):
             respond(resp_path, {"ok": True, "value": value, **extra})
         except BaseException as e:  # noqa: BLE001 - report every failure, including SystemExit
             tb = traceback.extract_tb(e.__traceback__)
-            respond(resp_path, {"ok": False, "ename": type(e).__name__, "evalue": str(e)[:2000],
-                                "where": [f"{fr.name}:{fr.lineno}" for fr in tb[-3:]]})
+            respond(
+                resp_path,
+                {
+                    "ok": False,
+                    "ename": type(e).__name__,
+                    "evalue": str(e)[:2000],
+                    "where": [f"{fr.name}:{fr.lineno}" for fr in tb[-3:]],
+                },
+            )
 
     return run

@@ -8,13 +8,22 @@ the trusted side reads from student-writable places or student code.
     ...
     ValueError: memory_gb must be > 0.5 (torch alone needs ~0.5 GB), got 0.1
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-__all__ = ["SandboxLimits", "MAX_ANSWER_BYTES", "MAX_ANSWER_ITEMS", "MAX_NOTEBOOK_BYTES",
-           "MAX_CELL_OUTPUT_CHARS", "MAX_SUBMISSION_OUTPUT_CHARS", "MAX_REASON_CHARS",
-           "MAX_LOG_BYTES", "INFRA_RETRIES"]
+__all__ = [
+    "SandboxLimits",
+    "MAX_ANSWER_BYTES",
+    "MAX_ANSWER_ITEMS",
+    "MAX_NOTEBOOK_BYTES",
+    "MAX_CELL_OUTPUT_CHARS",
+    "MAX_SUBMISSION_OUTPUT_CHARS",
+    "MAX_REASON_CHARS",
+    "MAX_LOG_BYTES",
+    "INFRA_RETRIES",
+]
 
 # What one remote call's answer may be: bytes on disk, tensor data once decoded (the logical
 # size, so a zero-stride tensor counts at its full size), and values in all.
@@ -61,8 +70,10 @@ class SandboxLimits:
         if not self.call_timeout_s > 0:
             raise ValueError(f"call_timeout_s must be > 0, got {self.call_timeout_s}")
         if not self.submission_timeout_s >= self.call_timeout_s:
-            raise ValueError(f"submission_timeout_s must be >= call_timeout_s "
-                             f"({self.call_timeout_s}), got {self.submission_timeout_s}")
+            raise ValueError(
+                f"submission_timeout_s must be >= call_timeout_s "
+                f"({self.call_timeout_s}), got {self.submission_timeout_s}"
+            )
         if not (isinstance(self.max_processes, int) and self.max_processes >= 16):
             raise ValueError(f"max_processes must be an int >= 16, got {self.max_processes!r}")
         if not (isinstance(self.tmp_mb, int) and self.tmp_mb >= 16):

@@ -7,6 +7,7 @@ of realistic submissions). Each entry replaces the source of one solution cell, 
     >>> len(entries) >= 3 and {"name", "cell", "source"} <= set(entries[0])
     True
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,11 +42,14 @@ def apply_mistake(lab: str, mistake: dict, out: str | Path, root: Path = REPO_RO
     nb = nbformat.read(str(lab_source(lab, root)), as_version=4)
     cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == mistake["cell"]]
     if len(cells) != 1:
-        raise ValueError(f"{lab}: mistake {mistake['name']!r} names cell {mistake['cell']!r}, "
-                         f"which matches {len(cells)} cells")
+        raise ValueError(
+            f"{lab}: mistake {mistake['name']!r} names cell {mistake['cell']!r}, "
+            f"which matches {len(cells)} cells"
+        )
     if not cells[0].metadata["nbgrader"].get("solution"):
-        raise ValueError(f"{lab}: mistake {mistake['name']!r} must replace a solution cell, "
-                         f"not {mistake['cell']!r}")
+        raise ValueError(
+            f"{lab}: mistake {mistake['name']!r} must replace a solution cell, not {mistake['cell']!r}"
+        )
     cells[0].source = mistake["source"]
     nbformat.write(nb, str(out))
     return Path(out)

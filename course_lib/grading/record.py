@@ -6,6 +6,7 @@ failure cannot replace an earlier grade). Verdicts go in through nbgrader's own
 ``SaveAutoGrades`` (so late penalties, the formgrader and exports work as usual), then feedback
 is generated with hidden tests removed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +39,18 @@ def _stage_notebook(lab: str, r: GradeResult, course: Path, dest: Path) -> None:
         nb = nbformat.read(str(course / "labs" / lab / f"{lab}.ipynb"), as_version=4)
         for c in nb.cells:
             if _is_test(c):
-                c.outputs = [nbformat.from_dict({
-                    "output_type": "error", "ename": "NotGraded", "traceback": [],
-                    "evalue": r.tests.get(_nbgrader_meta(c).get("grade_id"), {}).get("reason", "not graded")})]
+                c.outputs = [
+                    nbformat.from_dict(
+                        {
+                            "output_type": "error",
+                            "ename": "NotGraded",
+                            "traceback": [],
+                            "evalue": r.tests.get(_nbgrader_meta(c).get("grade_id"), {}).get(
+                                "reason", "not graded"
+                            ),
+                        }
+                    )
+                ]
     nbformat.write(nb, str(dest / f"{lab}.ipynb"))
 
 
@@ -62,8 +72,9 @@ def _copy_timestamp(subs_dir: Path, rel: str | None, dest: Path) -> None:
         (dest / "timestamp.txt").write_text(text + "\n", encoding="utf-8")
 
 
-def record(lab: str, results: list[GradeResult], course: Path, subs_dir: Path,
-           submissions: dict[str, str | None]) -> dict[str, str]:
+def record(
+    lab: str, results: list[GradeResult], course: Path, subs_dir: Path, submissions: dict[str, str | None]
+) -> dict[str, str]:
     """Write ``results`` with nbgrader's SaveAutoGrades, then feedback; returns
     ``{student: error}`` for anything that could not be recorded as decided."""
     from nbgrader.api import Gradebook, MissingEntry
@@ -77,7 +88,9 @@ def record(lab: str, results: list[GradeResult], course: Path, subs_dir: Path,
     stage = course / stage_rel
     for r in results:
         if not r.graded:
-            raise ValueError(f"record() takes graded results only; {r.student} was not graded: {r.not_graded}")
+            raise ValueError(
+                f"record() takes graded results only; {r.student} was not graded: {r.not_graded}"
+            )
         dest = stage / r.student / lab
         dest.mkdir(parents=True, exist_ok=True)
         _stage_notebook(lab, r, course, dest)

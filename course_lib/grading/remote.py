@@ -20,6 +20,7 @@ runs in the sandbox and keeps its graph; ``backward`` asks the sandbox for the i
 gradients. Requests and answers travel as files in the kernel's work folder, which student
 code can write: they are created and read through :mod:`.files` (no links, no FIFOs, capped).
 """
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,14 @@ from . import wire
 from .files import UnsafeFile, open_dir, read_regular, write_new
 from .limits import MAX_ANSWER_BYTES, MAX_ANSWER_ITEMS
 
-__all__ = ["Remote", "StudentCodeError", "Unsendable", "RemoteSession", "kernel_runtime_source",
-           "student_error"]
+__all__ = [
+    "Remote",
+    "StudentCodeError",
+    "Unsendable",
+    "RemoteSession",
+    "kernel_runtime_source",
+    "student_error",
+]
 
 
 class StudentCodeError(Exception):
@@ -60,8 +67,12 @@ def student_error(ename, evalue) -> StudentCodeError:
 
     name, msg = str(ename or "Error")[:100], str(evalue or "")[:2000]
     base = getattr(builtins, name, None)
-    if (isinstance(base, type) and issubclass(base, Exception) and base is not StopIteration
-            and not issubclass(base, (Warning, StopAsyncIteration))):
+    if (
+        isinstance(base, type)
+        and issubclass(base, Exception)
+        and base is not StopIteration
+        and not issubclass(base, (Warning, StopAsyncIteration))
+    ):
         cls = _ERROR_TYPES.get(name)
         if cls is None:
             cls = _ERROR_TYPES[name] = type(name, (StudentCodeError, base), {"__module__": "student_code"})
@@ -91,18 +102,22 @@ def kernel_runtime_source() -> str:
         "    exec(compile(runtime_src, '<olm kernel runtime>', 'exec'), runtime_ns)\n"
         "    return runtime_ns['make_runner'](wire_ns, globals())\n"
         f"__olm_run = __olm_boot({wire_src!r}, {runtime_src!r})\n"
-        "del __olm_boot\n")
+        "del __olm_boot\n"
+    )
 
 
 def _encode(x):
     """Trusted-side encoding of call arguments: plain data, and handles this side holds."""
+
     def on_object(obj):
         if isinstance(obj, Remote):
             if obj._handle is None:
                 return {wire.TAG_HANDLE_NAME: obj._name}
             return {wire.TAG_HANDLE: [obj._handle, obj._type_name]}
-        raise Unsendable(f"cannot send a {type(obj).__name__} to student code in the sandbox; "
-                         "tests must pass plain data (tensors, arrays, numbers, strings, containers)")
+        raise Unsendable(
+            f"cannot send a {type(obj).__name__} to student code in the sandbox; "
+            "tests must pass plain data (tensors, arrays, numbers, strings, containers)"
+        )
 
     return wire.encode(x, on_object=on_object)
 
@@ -157,8 +172,9 @@ class RemoteSession:
         except UnsafeFile as e:
             raise StudentCodeError(f"the sandbox's work folder was tampered with: {e}") from None
         try:
-            r = self.kernel.execute(f"__olm_run({str(work / req_name)!r}, {str(work / resp_name)!r})",
-                                    timeout=self.call_timeout_s)
+            r = self.kernel.execute(
+                f"__olm_run({str(work / req_name)!r}, {str(work / resp_name)!r})", timeout=self.call_timeout_s
+            )
         except KernelDied as e:
             self.dead_reason = f"the kernel died ({e})"
             raise StudentCodeError(self.dead_reason) from None
@@ -187,29 +203,31 @@ class RemoteSession:
         try:
             data = read_regular(self._dir_fd, name, MAX_ANSWER_BYTES)
         except FileNotFoundError:
-            raise StudentCodeError("student code sent no answer (the sandbox runtime was replaced "
-                                   "or removed)") from None
+            raise StudentCodeError(
+                "student code sent no answer (the sandbox runtime was replaced or removed)"
+            ) from None
         except UnsafeFile as e:
             raise StudentCodeError(f"student code's answer was refused: {e}") from None
         try:
             resp = torch.load(io.BytesIO(data), weights_only=True)
         except Exception as e:  # noqa: BLE001 - any malformed answer is the student's failure
-            raise StudentCodeError(f"unreadable answer from student code: {type(e).__name__}: "
-                                   f"{str(e)[:300]}") from None
+            raise StudentCodeError(
+                f"unreadable answer from student code: {type(e).__name__}: {str(e)[:300]}"
+            ) from None
         if type(resp) is not dict or type(resp.get("ok")) is not bool:
             raise StudentCodeError("malformed answer from student code")
         return resp
 
     def decode(self, x):
         """A wire value from the sandbox as a value here (handles become :class:`Remote`)."""
+
         def on_handle(tag, payload):
             if tag != wire.TAG_HANDLE:
                 raise wire.WireError("the sandbox sent a name where a value was expected")
             return Remote(self, handle=payload[0], type_name=payload[1])
 
         try:
-            return wire.decode(x, on_handle=on_handle,
-                               budget=wire.Budget(MAX_ANSWER_ITEMS, MAX_ANSWER_BYTES))
+            return wire.decode(x, on_handle=on_handle, budget=wire.Budget(MAX_ANSWER_ITEMS, MAX_ANSWER_BYTES))
         except wire.WireError as e:
             raise StudentCodeError(f"student code returned a value the grader refuses: {e}") from None
         except RecursionError:
@@ -253,8 +271,9 @@ def _apply_mutations(args: list, kwargs: dict, mutated, session: RemoteSession) 
                 original.clear()
                 original.update(new)
         except (RuntimeError, ValueError, TypeError) as e:
-            raise StudentCodeError(f"student code changed an argument in a way that cannot be "
-                                   f"reproduced: {e}") from None
+            raise StudentCodeError(
+                f"student code changed an argument in a way that cannot be reproduced: {e}"
+            ) from None
 
 
 class _RemoteGrad(torch.autograd.Function):
@@ -266,11 +285,20 @@ class _RemoteGrad(torch.autograd.Function):
         args = list(args)
         for slot, t in zip(grad_pos, tensors):
             args[slot] = t.detach()
-        ans = remote._session.request({
-            "op": "call_grad", **remote._target(), "grad_pos": list(grad_pos),
-            "args": [_encode(a) for a in args], "kwargs": [[k, _encode(v)] for k, v in kwargs.items()]})
-        if type(ans) is not dict or not {"call_id", "tuple", "outs"} <= set(ans) \
-                or type(ans["outs"]) is not list:
+        ans = remote._session.request(
+            {
+                "op": "call_grad",
+                **remote._target(),
+                "grad_pos": list(grad_pos),
+                "args": [_encode(a) for a in args],
+                "kwargs": [[k, _encode(v)] for k, v in kwargs.items()],
+            }
+        )
+        if (
+            type(ans) is not dict
+            or not {"call_id", "tuple", "outs"} <= set(ans)
+            or type(ans["outs"]) is not list
+        ):
             raise StudentCodeError("malformed answer from student code (a differentiable call)")
         outs = [o if isinstance(o, torch.Tensor) else torch.as_tensor(o) for o in ans["outs"]]
         ctx.remote, ctx.call_id, ctx.n_in = remote, ans["call_id"], len(tensors)
@@ -279,9 +307,13 @@ class _RemoteGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grad_outs):
-        grads = ctx.remote._session.request({"op": "backward", "call_id": ctx.call_id,
-                                             "grads": [_encode(None if g is None else g.detach())
-                                                       for g in grad_outs]})
+        grads = ctx.remote._session.request(
+            {
+                "op": "backward",
+                "call_id": ctx.call_id,
+                "grads": [_encode(None if g is None else g.detach()) for g in grad_outs],
+            }
+        )
         if not isinstance(grads, list) or len(grads) != ctx.n_in:
             raise StudentCodeError("malformed gradients from student code")
         return (None, None, *[g if g is None else torch.as_tensor(g) for g in grads])
@@ -290,8 +322,13 @@ class _RemoteGrad(torch.autograd.Function):
 class Remote:
     """A name (or object) that lives in the sandbox; every use is a round trip of plain data."""
 
-    def __init__(self, session: RemoteSession, name: str | None = None, handle: int | None = None,
-                 type_name: str = "object"):
+    def __init__(
+        self,
+        session: RemoteSession,
+        name: str | None = None,
+        handle: int | None = None,
+        type_name: str = "object",
+    ):
         object.__setattr__(self, "_session", session)
         object.__setattr__(self, "_name", name)
         object.__setattr__(self, "_handle", handle)
@@ -305,9 +342,15 @@ class Remote:
         if grad_pos and torch.is_grad_enabled():
             outs = _RemoteGrad.apply(self, (list(args), kwargs, grad_pos), *[args[i] for i in grad_pos])
             return outs[0] if len(outs) == 1 else outs
-        value, mutated = self._session.request({
-            "op": "call", **self._target(), "args": [_encode(a) for a in args],
-            "kwargs": [[k, _encode(v)] for k, v in kwargs.items()]}, with_mutations=True)
+        value, mutated = self._session.request(
+            {
+                "op": "call",
+                **self._target(),
+                "args": [_encode(a) for a in args],
+                "kwargs": [[k, _encode(v)] for k, v in kwargs.items()],
+            },
+            with_mutations=True,
+        )
         if mutated:
             _apply_mutations(list(args), kwargs, mutated, self._session)
         return value

@@ -1,11 +1,12 @@
 """The one result type of both graders (plain nbgrader autograde and ``course_lib grade``).
 
-    >>> r = GradeResult("alice", {"t1": {"points": 3.0, "max": 4.0, "passed": False, "reason": "x"}})
-    >>> r.score, r.max_score, r.fraction, r.graded
-    (3.0, 4.0, 0.75, True)
-    >>> GradeResult("bob", not_graded="the sandbox could not start").graded
-    False
+>>> r = GradeResult("alice", {"t1": {"points": 3.0, "max": 4.0, "passed": False, "reason": "x"}})
+>>> r.score, r.max_score, r.fraction, r.graded
+(3.0, 4.0, 0.75, True)
+>>> GradeResult("bob", not_graded="the sandbox could not start").graded
+False
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

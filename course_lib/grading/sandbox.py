@@ -40,6 +40,7 @@ IPC namespaces of its own. Which per-submission limits a kernel really got is li
 :attr:`SandboxKernel.limits_applied` (and why the others are missing in
 ``limits_unavailable``): a mechanism the machine lacks is skipped, never faked.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,8 +68,14 @@ from ..paths import COURSE_LIB_DIR, REPO_ROOT, cache_root
 from .files import read_text_tail
 from .limits import MAX_CELL_OUTPUT_CHARS, MAX_LOG_BYTES, SandboxLimits
 
-__all__ = ["SandboxLimits", "SandboxKernel", "isolation_level", "isolation_problems", "KernelDied",
-           "SANDBOX_UID_BASE"]
+__all__ = [
+    "SandboxLimits",
+    "SandboxKernel",
+    "isolation_level",
+    "isolation_problems",
+    "KernelDied",
+    "SANDBOX_UID_BASE",
+]
 
 NOBODY_UID = 65534
 NOBODY_GID = 65534
@@ -92,13 +99,20 @@ _UNSHARE = ["unshare", "--mount", "--net", "--pid", "--ipc", "--fork", "--kill-c
 # --new-session: its own session and process group (no terminal to inject into; the grader
 # interrupts it with killpg on that group).
 _BWRAP_VARIANTS = (
-    ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-     "--new-session", "--as-pid-1"],
+    [
+        "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--as-pid-1",
+    ],
     ["bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--as-pid-1"],
 )
 _BWRAP_SCRATCH = ("/tmp", "/dev/shm")  # noqa: S108 - private, writable, size-capped tmpfs under bubblewrap
-_PROBE_PROBLEMS: dict[str, str] = {}    # why a level was not available (filled by the probe)
-_BWRAP_CHOSEN: list[list[str]] = []     # the _BWRAP_VARIANTS entry the probe found working
+_PROBE_PROBLEMS: dict[str, str] = {}  # why a level was not available (filled by the probe)
+_BWRAP_CHOSEN: list[list[str]] = []  # the _BWRAP_VARIANTS entry the probe found working
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +158,9 @@ def _probe_unshare() -> bool:
         _PROBE_PROBLEMS["namespaces"] = f"`unshare` failed: {e}"
         return False
     if r.returncode != 0:
-        _PROBE_PROBLEMS["namespaces"] = f"`unshare` failed: {r.stderr.decode(errors='replace')[-300:].strip()}"
+        _PROBE_PROBLEMS["namespaces"] = (
+            f"`unshare` failed: {r.stderr.decode(errors='replace')[-300:].strip()}"
+        )
     return r.returncode == 0
 
 
@@ -162,16 +178,23 @@ def _probe_bwrap(euid: int) -> bool:
         for base in _BWRAP_VARIANTS:
             cmd = _bwrap_command(base, hide, keep, str(work), 16 * 2**20) + [sys.executable, "-c", "pass"]
             try:
-                r = subprocess.run(cmd, capture_output=True, timeout=30, env=_scrubbed_env(work, None),
-                                   cwd=str(work), **_run_as(uid))
+                r = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    timeout=30,
+                    env=_scrubbed_env(work, None),
+                    cwd=str(work),
+                    **_run_as(uid),
+                )
             except (OSError, subprocess.TimeoutExpired) as e:
                 _PROBE_PROBLEMS["bubblewrap"] = f"`bwrap` failed: {e}"
                 return False
             if r.returncode == 0:
                 _BWRAP_CHOSEN[:] = [base]
                 return True
-            _PROBE_PROBLEMS["bubblewrap"] = (f"`bwrap` failed: "
-                                             f"{r.stderr.decode(errors='replace')[-300:].strip()}")
+            _PROBE_PROBLEMS["bubblewrap"] = (
+                f"`bwrap` failed: {r.stderr.decode(errors='replace')[-300:].strip()}"
+            )
         return False
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -236,10 +259,21 @@ def _hidden_paths(course_root: Path, extra: list[str] | tuple[str, ...] = ()) ->
     """Folders replaced by empty tmpfs inside the sandbox: the course, the repository, temporary
     and home folders, and ``extra`` (the folder the work folders are made in, so a kernel never
     sees another's, wherever TMPDIR points)."""
-    # noqa below: these shared temp folders are what the sandbox hides, not what it uses
-    hide = {str(course_root), str(REPO_ROOT), "/tmp", "/var/tmp", "/dev/shm", "/root",  # noqa: S108
-            "/home", "/work",
-            "/srv", "/mnt", "/opt/grading", "/run/lock"}
+    # the shared temp folders are what the sandbox hides, not what it uses (S108)
+    hide = {
+        str(course_root),
+        str(REPO_ROOT),
+        "/tmp",  # noqa: S108
+        "/var/tmp",  # noqa: S108
+        "/dev/shm",  # noqa: S108
+        "/root",
+        "/home",
+        "/work",
+        "/srv",
+        "/mnt",
+        "/opt/grading",
+        "/run/lock",
+    }
     hide |= {p for p in extra if p and p != "/"}
     roots = sorted(p for p in hide if os.path.isdir(p))
     # A folder inside another hidden folder is hidden with it (and could not be mounted on).
@@ -301,8 +335,15 @@ def _bwrap_base() -> list[str]:
     return list(_BWRAP_CHOSEN[0] if _BWRAP_CHOSEN else _BWRAP_VARIANTS[0])
 
 
-def _bwrap_command(base: list[str], hide: list[str], keep: list[str], work: str, tmp_bytes: int,
-                   info_fd: int | None = None, block_fd: int | None = None) -> list[str]:
+def _bwrap_command(
+    base: list[str],
+    hide: list[str],
+    keep: list[str],
+    work: str,
+    tmp_bytes: int,
+    info_fd: int | None = None,
+    block_fd: int | None = None,
+) -> list[str]:
     """bubblewrap's command line for one kernel (the command to run follows it): the host file
     system read-only; fresh ``/proc`` and ``/dev``; ``/tmp`` and ``/dev/shm`` empty, writable,
     ``tmp_bytes`` each; every other folder of ``hide`` an empty read-only tmpfs; ``keep``
@@ -311,8 +352,11 @@ def _bwrap_command(base: list[str], hide: list[str], keep: list[str], work: str,
     args = list(base) + ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     for path in _BWRAP_SCRATCH:
         args += ["--perms", "1777", "--size", str(int(tmp_bytes)), "--tmpfs", path]
-    blank = [p for p in hide if p not in _BWRAP_SCRATCH
-             and not any(_inside(p, s) for s in _BWRAP_SCRATCH + ("/dev", "/proc"))]
+    blank = [
+        p
+        for p in hide
+        if p not in _BWRAP_SCRATCH and not any(_inside(p, s) for s in _BWRAP_SCRATCH + ("/dev", "/proc"))
+    ]
     for path in blank:
         args += ["--tmpfs", path]
     for path in keep:
@@ -368,8 +412,9 @@ class _UidSlot:
         start = (os.getpid() * 7919) % SANDBOX_UID_SLOTS  # spread concurrent graders' searches
         for i in range(SANDBOX_UID_SLOTS):
             slot = (start + i) % SANDBOX_UID_SLOTS
-            fd = os.open(_UID_SLOT_DIR / f"{slot}.lock",
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                _UID_SLOT_DIR / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -427,8 +472,11 @@ def _reap_stale_cgroups(parent: Path) -> None:
         return
     _REAPED.add(str(parent))
     try:
-        stale = [Path(e.path) for e in os.scandir(parent)
-                 if e.is_dir(follow_symlinks=False) and _left_by_dead_grader(e.name)]
+        stale = [
+            Path(e.path)
+            for e in os.scandir(parent)
+            if e.is_dir(follow_symlinks=False) and _left_by_dead_grader(e.name)
+        ]
     except OSError:
         return  # unreadable: nothing of ours there
     for d in stale:
@@ -479,7 +527,7 @@ def _own_cgroups() -> dict[str, str]:
         for line in f:
             parts = line.rstrip("\n").split(":", 2)
             if len(parts) == 3:
-                for c in (parts[1].split(",") if parts[1] else [""]):
+                for c in parts[1].split(",") if parts[1] else [""]:
                     own[c.replace("name=", "")] = parts[2]
     return own
 
@@ -489,7 +537,7 @@ def _in_mount(point: str, root: str, path: str) -> Path | None:
     root = root.rstrip("/")
     if path != root and not path.startswith(root + "/") and root:
         return None
-    return Path(point) / path[len(root):].lstrip("/")
+    return Path(point) / path[len(root) :].lstrip("/")
 
 
 def _write(path: Path, text: str) -> None:
@@ -522,7 +570,10 @@ class _Cgroup:
         try:
             mounts, own = _cgroup_mounts(), _own_cgroups()
         except OSError as e:
-            return None, {"cgroup-memory": f"cgroups unreadable: {e}", "cgroup-pids": f"cgroups unreadable: {e}"}
+            return None, {
+                "cgroup-memory": f"cgroups unreadable: {e}",
+                "cgroup-pids": f"cgroups unreadable: {e}",
+            }
         settings = {"memory": memory_bytes, "pids": max_tasks}
         dirs, applied = [], []
         v2_wanted = []
@@ -560,7 +611,9 @@ class _Cgroup:
             path.mkdir()
             return path
         except OSError as e:
-            missing[f"cgroup-{controller}"] = f"cannot create a {version} cgroup in {path.parent}: {e.strerror}"
+            missing[f"cgroup-{controller}"] = (
+                f"cannot create a {version} cgroup in {path.parent}: {e.strerror}"
+            )
             return None
 
     @classmethod
@@ -598,9 +651,12 @@ class _Cgroup:
     @staticmethod
     def _limit(d: Path, controller: str, value: int, version: str, missing: dict) -> bool:
         """Write ``controller``'s limit into ``d``; False (and why) if it cannot be set."""
-        files = {("memory", "v1"): ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
-                 ("memory", "v2"): ["memory.max", "memory.swap.max"],
-                 ("pids", "v1"): ["pids.max"], ("pids", "v2"): ["pids.max"]}[(controller, version)]
+        files = {
+            ("memory", "v1"): ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+            ("memory", "v2"): ["memory.max", "memory.swap.max"],
+            ("pids", "v1"): ["pids.max"],
+            ("pids", "v2"): ["pids.max"],
+        }[(controller, version)]
         try:
             for i, fname in enumerate(files):
                 if i == 0 or (d / fname).exists():  # swap accounting is optional
@@ -666,7 +722,9 @@ class _Cgroup:
                     break
                 except OSError as e:
                     if time.monotonic() > deadline:
-                        problems.append(f"could not remove cgroup {d}: {e.strerror} (processes {sorted(left)})")
+                        problems.append(
+                            f"could not remove cgroup {d}: {e.strerror} (processes {sorted(left)})"
+                        )
                         break
                     time.sleep(0.05)
         return "; ".join(problems) or None
@@ -682,8 +740,20 @@ class _Cgroup:
 def _mount_tmpfs(path: Path, size_mb: int, uid: int) -> None:
     """As root, on the host: an empty tmpfs of ``size_mb`` owned by ``uid`` at ``path`` (the
     kernel's work folder: the grader still sees it, and the kernel's writes stop at ENOSPC)."""
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size_mb)}m,mode=0755,uid={uid},gid={uid},"
-                    "nosuid,nodev", "tmpfs", str(path)], check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size={int(size_mb)}m,mode=0755,uid={uid},gid={uid},nosuid,nodev",
+            "tmpfs",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def _umount(path: Path) -> str | None:
@@ -701,11 +771,12 @@ def _umount(path: Path) -> str | None:
 @dataclass
 class _ProcessLimits:
     """What a kernel applies to itself before it runs ipykernel (as JSON in its boot file)."""
+
     memory_bytes: int
     cpu_seconds: int
-    max_processes: int          # RLIMIT_NPROC (0: not set)
-    file_bytes: int             # RLIMIT_FSIZE
-    uid: int                    # the user it becomes (when it starts as root)
+    max_processes: int  # RLIMIT_NPROC (0: not set)
+    file_bytes: int  # RLIMIT_FSIZE
+    uid: int  # the user it becomes (when it starts as root)
     cgroup_procs: list[str] = field(default_factory=list)  # cgroup.procs files to enter
 
 
@@ -714,10 +785,10 @@ class _BootConfig:
     workdir: str
     connection_file: str
     hide: list[str]
-    keep: list[str]          # mounted back read-only at the same path
+    keep: list[str]  # mounted back read-only at the same path
     env: dict[str, str]
     limits: dict
-    mode: str                # "namespaces", "bubblewrap" or "none"
+    mode: str  # "namespaces", "bubblewrap" or "none"
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -742,8 +813,10 @@ def _limit_and_drop(lim: dict, workdir: str, drop: bool) -> None:
     _lower_limit(resource.RLIMIT_AS, lim["memory_bytes"])
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     cpu = lim["cpu_seconds"]
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5) if hard == resource.RLIM_INFINITY or hard >= cpu + 5
-                       else (min(cpu, hard), hard))
+    resource.setrlimit(
+        resource.RLIMIT_CPU,
+        (cpu, cpu + 5) if hard == resource.RLIM_INFINITY or hard >= cpu + 5 else (min(cpu, hard), hard),
+    )
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if lim["max_processes"]:
         _lower_limit(resource.RLIMIT_NPROC, lim["max_processes"])
@@ -764,9 +837,18 @@ def _boot(config_path: str) -> None:  # pragma: no cover - runs inside the sandb
         _mount_hidden(cfg.hide, cfg.keep, [cfg.workdir])
         _enter_cgroups(cfg.limits["cgroup_procs"])
     _limit_and_drop(cfg.limits, cfg.workdir, drop=cfg.mode == "namespaces")
-    os.execve(cfg.python, [cfg.python,  # noqa: S606 - argument list, no shell, fixed program
-                           "-m", "ipykernel_launcher", "-f", cfg.connection_file,
-                           "--HistoryManager.enabled=False"], cfg.env)
+    os.execve(  # noqa: S606 - argument list, no shell, fixed program
+        cfg.python,
+        [
+            cfg.python,
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            cfg.connection_file,
+            "--HistoryManager.enabled=False",
+        ],
+        cfg.env,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -875,9 +957,14 @@ class SandboxKernel:
     ...     k.execute("x = 1 + 1")
     """
 
-    def __init__(self, course_root: Path, limits: SandboxLimits | None = None,
-                 keep: list[str] | None = None, isolate: bool | None = None,
-                 zygote=None):
+    def __init__(
+        self,
+        course_root: Path,
+        limits: SandboxLimits | None = None,
+        keep: list[str] | None = None,
+        isolate: bool | None = None,
+        zygote=None,
+    ):
         self.limits = limits or SandboxLimits()
         self.course_root = Path(course_root).resolve()
         self.zygote = zygote
@@ -888,7 +975,9 @@ class SandboxKernel:
         else:
             self.mode = _choose_mode(isolate)
         self.isolate = self.mode is not None
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"olm-sbx-{_tag()}-", dir=zygote.spool if zygote else None))
+        self.workdir = Path(
+            tempfile.mkdtemp(prefix=f"olm-sbx-{_tag()}-", dir=zygote.spool if zygote else None)
+        )
         self.workdir.chmod(0o755)
         self._keep = list(keep or [])
         self.proc: _PopenProcess | _BwrapProcess | None = None
@@ -921,8 +1010,9 @@ class SandboxKernel:
             if _userns_counts_own_processes():
                 applied.append("nproc-per-userns")
             else:
-                missing["nproc-per-userns"] = ("Linux < 5.14 counts every process of the grader's "
-                                               "user: no process limit is set")
+                missing["nproc-per-userns"] = (
+                    "Linux < 5.14 counts every process of the grader's user: no process limit is set"
+                )
         else:
             missing["uid-per-kernel"] = "no OS isolation: the kernel runs as the grader's user"
         if self.mode is not None:
@@ -955,23 +1045,35 @@ class SandboxKernel:
                 applied.append("tmpfs-workdir")
             except (OSError, subprocess.SubprocessError) as e:
                 detail = getattr(e, "stderr", b"") or b""
-                missing["tmpfs-workdir"] = f"cannot mount a tmpfs: {e} {detail.decode(errors='replace')[:200]}"
+                missing["tmpfs-workdir"] = (
+                    f"cannot mount a tmpfs: {e} {detail.decode(errors='replace')[:200]}"
+                )
         else:
-            missing["tmpfs-workdir"] = ("bubblewrap without root cannot mount on the host: the work "
-                                        "folder is capped per file (RLIMIT_FSIZE), not in total")
+            missing["tmpfs-workdir"] = (
+                "bubblewrap without root cannot mount on the host: the work "
+                "folder is capped per file (RLIMIT_FSIZE), not in total"
+            )
         if self.mode == "bubblewrap":
             applied.append("tmpfs-tmp")
 
     def _process_limits(self) -> dict:
         """The limits the kernel applies to itself (see :func:`_limit_and_drop`)."""
         nproc = self.limits.max_processes
-        if self.mode == "bubblewrap" and not {"nproc-per-userns", "uid-per-kernel"} & set(self.limits_applied):
+        if self.mode == "bubblewrap" and not {"nproc-per-userns", "uid-per-kernel"} & set(
+            self.limits_applied
+        ):
             nproc = 0  # it would count the grader's own processes
         cg = self._cgroup.procs_files if self._cgroup is not None and self.mode == "namespaces" else []
-        return asdict(_ProcessLimits(
-            memory_bytes=int(self.limits.memory_gb * 2**30), cpu_seconds=int(self.limits.cpu_seconds),
-            max_processes=nproc, file_bytes=int(self.limits.tmp_mb) * 2**20,
-            uid=self.uid if self.uid is not None else NOBODY_UID, cgroup_procs=cg))
+        return asdict(
+            _ProcessLimits(
+                memory_bytes=int(self.limits.memory_gb * 2**30),
+                cpu_seconds=int(self.limits.cpu_seconds),
+                max_processes=nproc,
+                file_bytes=int(self.limits.tmp_mb) * 2**20,
+                uid=self.uid if self.uid is not None else NOBODY_UID,
+                cgroup_procs=cg,
+            )
+        )
 
     def _release_limits(self) -> None:
         """Empty and remove the cgroup, unmount the work folder's tmpfs, give the uid back."""
@@ -1031,8 +1133,9 @@ class SandboxKernel:
                 break
             except RuntimeError:
                 if time.time() > deadline:
-                    raise KernelDied(f"the sandbox kernel did not start in {ready_timeout} s: "
-                                     f"{self.log_tail()}") from None
+                    raise KernelDied(
+                        f"the sandbox kernel did not start in {ready_timeout} s: {self.log_tail()}"
+                    ) from None
         return self
 
     def _kernel_env(self, cache: str | None) -> dict[str, str]:
@@ -1041,9 +1144,15 @@ class SandboxKernel:
         return env
 
     def _write_boot(self, conn: Path, hide: list[str], keep: list[str], cache: str | None) -> Path:
-        cfg = _BootConfig(workdir=str(self.workdir), connection_file=str(conn), hide=hide, keep=keep,
-                          env=self._kernel_env(cache), limits=self._process_limits(),
-                          mode=self.mode or "none")
+        cfg = _BootConfig(
+            workdir=str(self.workdir),
+            connection_file=str(conn),
+            hide=hide,
+            keep=keep,
+            env=self._kernel_env(cache),
+            limits=self._process_limits(),
+            mode=self.mode or "none",
+        )
         boot_path = self.workdir / "boot.json"
         boot_path.write_text(json.dumps(asdict(cfg)))
         return boot_path
@@ -1051,9 +1160,14 @@ class SandboxKernel:
     def _spawn_in_zygote(self, conn: Path) -> None:
         from .zygote import _ZygoteProcess
 
-        boot = {"workdir": str(self.workdir), "connection_file": str(conn),
-                "env": self._kernel_env(self.zygote.cache), "spool": str(self.zygote.spool),
-                "isolate": self.isolate, "limits": self._process_limits()}
+        boot = {
+            "workdir": str(self.workdir),
+            "connection_file": str(conn),
+            "env": self._kernel_env(self.zygote.cache),
+            "spool": str(self.zygote.spool),
+            "isolate": self.isolate,
+            "limits": self._process_limits(),
+        }
         pid = self.zygote.request({"op": "spawn", "boot": boot})["pid"]
         self.proc = _ZygoteProcess(self.zygote, pid)
 
@@ -1066,10 +1180,17 @@ class SandboxKernel:
         if self.mode == "namespaces":
             cmd = _UNSHARE + cmd
         with open(self.workdir / "kernel.log", "wb") as log:
-            self.proc = _PopenProcess(subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                start_new_session=True, cwd=str(self.workdir),
-                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}))
+            self.proc = _PopenProcess(
+                subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                    cwd=str(self.workdir),
+                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                )
+            )
 
     def _start_bwrap(self, conn: Path) -> None:
         """Cold start under ``bwrap``. bwrap reports the kernel's host PID on the info pipe and
@@ -1081,14 +1202,28 @@ class SandboxKernel:
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         try:
-            cmd = _bwrap_command(_bwrap_base(), hide, keep, str(self.workdir),
-                                 int(self.limits.tmp_mb) * 2**20, info_fd=info_w, block_fd=block_r)
+            cmd = _bwrap_command(
+                _bwrap_base(),
+                hide,
+                keep,
+                str(self.workdir),
+                int(self.limits.tmp_mb) * 2**20,
+                info_fd=info_w,
+                block_fd=block_r,
+            )
             cmd += [sys.executable, "-c", _BOOT_CODE, str(boot_path)]
             with open(self.workdir / "kernel.log", "wb") as log:
                 proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                    start_new_session=True, cwd=str(self.workdir), env=self._kernel_env(cache),
-                    pass_fds=(info_w, block_r), **_run_as(self.uid))
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                    cwd=str(self.workdir),
+                    env=self._kernel_env(cache),
+                    pass_fds=(info_w, block_r),
+                    **_run_as(self.uid),
+                )
             self.proc = _PopenProcess(proc)  # until the kernel's own PID is known
             os.close(info_w)
             info_w = -1
@@ -1105,8 +1240,9 @@ class SandboxKernel:
                     self._cgroup.add(child)
                 except OSError as e:
                     proc.wait(timeout=5) if e.errno == errno.ESRCH else None  # bwrap failed: why
-                    raise KernelDied(f"could not move the kernel into its cgroup ({e.strerror}): "
-                                     f"{self.log_tail()}") from None
+                    raise KernelDied(
+                        f"could not move the kernel into its cgroup ({e.strerror}): {self.log_tail()}"
+                    ) from None
             os.write(block_w, b"g")
         finally:
             for fd in (info_r, info_w, block_r, block_w):
@@ -1138,8 +1274,9 @@ class SandboxKernel:
         self.stop()
 
     # -- execution ---------------------------------------------------------------------------
-    def execute(self, code: str, timeout: float | None = None,
-                max_output_chars: int = MAX_CELL_OUTPUT_CHARS) -> dict:
+    def execute(
+        self, code: str, timeout: float | None = None, max_output_chars: int = MAX_CELL_OUTPUT_CHARS
+    ) -> dict:
         """Run ``code`` in the kernel; return ``{"status", "outputs", "ename", "evalue"}``.
 
         ``outputs`` are nbformat output dicts holding at most ``max_output_chars`` characters
@@ -1161,8 +1298,13 @@ class SandboxKernel:
                 outputs.append(out)
             elif not truncated[0]:
                 truncated[0] = True
-                outputs.append({"output_type": "stream", "name": "stdout",
-                                "text": f"\n... (output truncated at {max_output_chars:,} characters)\n"})
+                outputs.append(
+                    {
+                        "output_type": "stream",
+                        "name": "stdout",
+                        "text": f"\n... (output truncated at {max_output_chars:,} characters)\n",
+                    }
+                )
 
         def hook(msg):
             kind, content = msg["msg_type"], msg["content"]
@@ -1170,22 +1312,34 @@ class SandboxKernel:
                 text = str(content.get("text", ""))
                 part = text[: max(0, budget[0])]
                 if part:
-                    keep({"output_type": "stream", "text": part,
-                          "name": "stderr" if content.get("name") == "stderr" else "stdout"},
-                         len(part))
+                    keep(
+                        {
+                            "output_type": "stream",
+                            "text": part,
+                            "name": "stderr" if content.get("name") == "stderr" else "stdout",
+                        },
+                        len(part),
+                    )
                 if len(part) < len(text):
                     keep({}, budget[0] + 1)  # over the budget: only the truncation notice
             elif kind in ("execute_result", "display_data"):
-                data = {k: str(v) for k, v in dict(content.get("data", {})).items()
-                        if k in ("text/plain", "image/png", "text/html")}
+                data = {
+                    k: str(v)
+                    for k, v in dict(content.get("data", {})).items()
+                    if k in ("text/plain", "image/png", "text/html")
+                }
                 out = {"output_type": kind, "data": data, "metadata": {}}
                 if kind == "execute_result":
                     out["execution_count"] = content.get("execution_count")
                 keep(out, sum(len(v) for v in data.values()))
             elif kind == "error":
                 tb = [str(t)[:2000] for t in list(content.get("traceback", []))[-20:]]
-                out = {"output_type": "error", "ename": str(content.get("ename"))[:200],
-                       "evalue": str(content.get("evalue"))[:2000], "traceback": tb}
+                out = {
+                    "output_type": "error",
+                    "ename": str(content.get("ename"))[:200],
+                    "evalue": str(content.get("evalue"))[:2000],
+                    "traceback": tb,
+                }
                 size = len(out["ename"]) + len(out["evalue"]) + sum(len(t) for t in tb)
                 if size > budget[0]:  # an error always shows, without its traceback if need be
                     out["traceback"] = []
@@ -1228,8 +1382,12 @@ class SandboxKernel:
                 self.proc.signal_group(signal.SIGINT)
             raise
         content = reply["content"]
-        return {"status": content.get("status"), "outputs": outputs,
-                "ename": content.get("ename"), "evalue": content.get("evalue")}
+        return {
+            "status": content.get("status"),
+            "outputs": outputs,
+            "ename": content.get("ename"),
+            "evalue": content.get("evalue"),
+        }
 
     def _on_timeout(self, outputs, timeout) -> dict:
         """Interrupt a cell that ran too long; kill the kernel if it will not stop."""
@@ -1241,8 +1399,12 @@ class SandboxKernel:
                     try:
                         msg = self.client.get_shell_msg(timeout=0.5)
                         if msg["msg_type"] == "execute_reply":
-                            return {"status": "error", "outputs": outputs, "ename": "TimeoutError",
-                                    "evalue": f"interrupted after {timeout:.0f} s (an infinite loop?)"}
+                            return {
+                                "status": "error",
+                                "outputs": outputs,
+                                "ename": "TimeoutError",
+                                "evalue": f"interrupted after {timeout:.0f} s (an infinite loop?)",
+                            }
                     except Exception:  # noqa: BLE001, S110 - the kernel may be gone; the timeout is reported
                         pass
             except ProcessLookupError:

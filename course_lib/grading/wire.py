@@ -20,26 +20,40 @@ build a huge value (a tensor with zero strides, a list of millions of items).
     >>> back["xs"], back["t"].tolist(), back["s"]
     ((1, 2.5, 'a'), [0, 1, 2], {3})
 """
+
 from __future__ import annotations
 
 import sys
 
-TAG_HANDLE = "__olm_handle__"            # an object kept in the sandbox: [number, type name]
+TAG_HANDLE = "__olm_handle__"  # an object kept in the sandbox: [number, type name]
 TAG_HANDLE_NAME = "__olm_handle_name__"  # a global of the student's namespace, by name
-TAG_NDARRAY = "__olm_np__"               # numpy array (payload: a tensor of the same data)
+TAG_NDARRAY = "__olm_np__"  # numpy array (payload: a tensor of the same data)
 TAG_TUPLE = "__olm_tuple__"
-TAG_DICT = "__olm_dict__"                # [[key, value], ...]: keys of any sendable type
+TAG_DICT = "__olm_dict__"  # [[key, value], ...]: keys of any sendable type
 TAG_SET = "__olm_set__"
 TAG_FROZENSET = "__olm_frozenset__"
-TAG_SLICE = "__olm_slice__"              # [start, stop, step]
+TAG_SLICE = "__olm_slice__"  # [start, stop, step]
 TAG_ELLIPSIS = "__olm_ellipsis__"
-TAG_SIZE = "__olm_size__"                # torch.Size
-TAG_REPR = "__olm_repr__"                # torch.dtype / torch.device, as their str()
-TAG_SERIES = "__olm_series__"            # [name, index, values]
-TAG_FRAME = "__olm_frame__"              # [columns, index, index_name, [column values, ...]]
+TAG_SIZE = "__olm_size__"  # torch.Size
+TAG_REPR = "__olm_repr__"  # torch.dtype / torch.device, as their str()
+TAG_SERIES = "__olm_series__"  # [name, index, values]
+TAG_FRAME = "__olm_frame__"  # [columns, index, index_name, [column values, ...]]
 
-TAGS = (TAG_HANDLE, TAG_HANDLE_NAME, TAG_NDARRAY, TAG_TUPLE, TAG_DICT, TAG_SET, TAG_FROZENSET, TAG_SLICE,
-        TAG_ELLIPSIS, TAG_SIZE, TAG_REPR, TAG_SERIES, TAG_FRAME)
+TAGS = (
+    TAG_HANDLE,
+    TAG_HANDLE_NAME,
+    TAG_NDARRAY,
+    TAG_TUPLE,
+    TAG_DICT,
+    TAG_SET,
+    TAG_FROZENSET,
+    TAG_SLICE,
+    TAG_ELLIPSIS,
+    TAG_SIZE,
+    TAG_REPR,
+    TAG_SERIES,
+    TAG_FRAME,
+)
 
 MAX_DEPTH = 20
 _SCALARS = (bool, int, float, complex, str, bytes)
@@ -79,8 +93,10 @@ class Budget:
         nbytes = int(t.numel()) * int(t.element_size())  # the *logical* size: what using it costs
         self.bytes_left -= nbytes
         if self.bytes_left < 0:
-            raise WireError(f"tensors of more than {self.max_bytes // 2**20} MB in one answer "
-                            f"(one of shape {tuple(t.shape)} alone is {nbytes / 2**20:.0f} MB)")
+            raise WireError(
+                f"tensors of more than {self.max_bytes // 2**20} MB in one answer "
+                f"(one of shape {tuple(t.shape)} alone is {nbytes / 2**20:.0f} MB)"
+            )
 
 
 def encode(x, on_object=refuse, depth: int = 0):
@@ -120,8 +136,12 @@ def encode(x, on_object=refuse, depth: int = 0):
     if isinstance(x, tuple):
         return {TAG_TUPLE: [encode(v, on_object, depth + 1) for v in tuple.__iter__(x)]}
     if isinstance(x, dict):
-        return {TAG_DICT: [[encode(k, on_object, depth + 1), encode(v, on_object, depth + 1)]
-                           for k, v in list(dict.items(x))]}
+        return {
+            TAG_DICT: [
+                [encode(k, on_object, depth + 1), encode(v, on_object, depth + 1)]
+                for k, v in list(dict.items(x))
+            ]
+        }
     if isinstance(x, (set, frozenset)):
         tag = TAG_FROZENSET if isinstance(x, frozenset) else TAG_SET
         return {tag: [encode(v, on_object, depth + 1) for v in list(x)]}
@@ -137,9 +157,14 @@ def _encode_pandas(x, on_object, depth, pd, np):
 
     if isinstance(x, pd.Series):
         return {TAG_SERIES: [encode(x.name, on_object, depth + 1), column(x.index), column(x.values)]}
-    return {TAG_FRAME: [[encode(c, on_object, depth + 1) for c in x.columns], column(x.index),
-                        encode(x.index.name, on_object, depth + 1),
-                        [column(x.iloc[:, i].values) for i in range(x.shape[1])]]}
+    return {
+        TAG_FRAME: [
+            [encode(c, on_object, depth + 1) for c in x.columns],
+            column(x.index),
+            encode(x.index.name, on_object, depth + 1),
+            [column(x.iloc[:, i].values) for i in range(x.shape[1])],
+        ]
+    }
 
 
 def decode(x, on_handle=refuse, budget: Budget | None = None, depth: int = 0):
@@ -164,7 +189,7 @@ def decode(x, on_handle=refuse, budget: Budget | None = None, depth: int = 0):
     if type(x) is not dict or len(x) != 1:
         raise WireError(f"malformed value: a {type(x).__name__} that is not a tagged one-key dict")
     budget.item()
-    (tag, payload), = x.items()
+    ((tag, payload),) = x.items()
 
     def sub(v):
         return decode(v, on_handle, budget, depth + 1)
@@ -175,8 +200,12 @@ def decode(x, on_handle=refuse, budget: Budget | None = None, depth: int = 0):
         return v
 
     if tag == TAG_HANDLE:
-        if type(payload) is not list or len(payload) != 2 or type(payload[0]) is not int \
-                or type(payload[1]) is not str:
+        if (
+            type(payload) is not list
+            or len(payload) != 2
+            or type(payload[0]) is not int
+            or type(payload[1]) is not str
+        ):
             raise WireError(f"malformed {tag} payload")
         return on_handle(tag, payload)
     if tag == TAG_HANDLE_NAME:
@@ -232,7 +261,7 @@ def _dtype_or_device(text: str):
     import torch
 
     if text.startswith("torch."):
-        dtype = getattr(torch, text[len("torch."):], None)
+        dtype = getattr(torch, text[len("torch.") :], None)
         if isinstance(dtype, torch.dtype):
             return dtype
     try:

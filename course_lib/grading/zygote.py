@@ -17,6 +17,7 @@ As root the spool (the folder of the kernels' work folders) is a tmpfs of the ke
 ``tmp_mb`` (plus a little for the zygote's own files): one grading process forks one kernel at a
 time, so that is each kernel's private space, full at ``ENOSPC``.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,7 @@ def _zygote_kernel(boot: dict, ready_w: int) -> None:  # pragma: no cover - runs
         os.setsid()
         work = boot["workdir"]
         if boot["isolate"]:
-            _mount_hidden([boot["spool"]], [], [work])    # other work folders disappear
+            _mount_hidden([boot["spool"]], [], [work])  # other work folders disappear
             _sh("mount", "-t", "proc", "proc", "/proc")  # this namespace's processes only
             _enter_cgroups(boot["limits"]["cgroup_procs"])
         log = os.open(os.path.join(work, "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -151,7 +152,7 @@ def _zygote_main(config_path: str) -> None:  # pragma: no cover - runs inside th
         _mount_hidden(cfg["hide"], cfg["keep"], [cfg["spool"]])
     for name in _PRELOAD:
         importlib.import_module(name)
-    kernels: dict[int, int] = {}   # child pid -> kernel pid (this namespace's numbering)
+    kernels: dict[int, int] = {}  # child pid -> kernel pid (this namespace's numbering)
     exited: dict[int, int] = {}
 
     def kill(pid: int) -> int:
@@ -231,8 +232,10 @@ class Zygote:
         self.course_root = Path(course_root).resolve()
         level = isolation_level()
         if isolate is None and level == "bubblewrap":
-            raise KernelDied("no warm zygote under bubblewrap (it needs root namespaces): "
-                             "each kernel starts cold under its own bwrap")
+            raise KernelDied(
+                "no warm zygote under bubblewrap (it needs root namespaces): "
+                "each kernel starts cold under its own bwrap"
+            )
         self.isolate = (level == "namespaces") if isolate is None else isolate
         self.mode = "namespaces" if self.isolate else None
         self.keep, self.cache = _kept_paths(list(keep or []))
@@ -241,7 +244,7 @@ class Zygote:
         self.proc: subprocess.Popen | None = None
         self._buf = b""
         self._lock = threading.Lock()
-        self._spool_mb: int | None = None   # size of the spool's tmpfs (None: not a tmpfs)
+        self._spool_mb: int | None = None  # size of the spool's tmpfs (None: not a tmpfs)
         self._spool_problem: str | None = None
 
     def _mount_spool(self) -> None:
@@ -263,8 +266,11 @@ class Zygote:
         if self._spool_mb is None:
             return self._spool_problem
         if tmp_mb != self._spool_mb:
-            r = subprocess.run(["mount", "-o", f"remount,size={int(tmp_mb) + _SPOOL_SLACK_MB}m",
-                                str(self.spool)], capture_output=True, timeout=30)
+            r = subprocess.run(
+                ["mount", "-o", f"remount,size={int(tmp_mb) + _SPOOL_SLACK_MB}m", str(self.spool)],
+                capture_output=True,
+                timeout=30,
+            )
             if r.returncode != 0:
                 return f"cannot resize the spool's tmpfs: {r.stderr.decode(errors='replace')[:200]}"
             self._spool_mb = tmp_mb
@@ -284,20 +290,24 @@ class Zygote:
         env = _scrubbed_env(self.spool, self.cache)
         env["PYTHONPATH"] = str(REPO_ROOT)
         hide = _hidden_paths(self.course_root, [str(self.spool.parent)]) if self.isolate else []
-        cfg = {"hide": hide, "keep": self.keep,
-               "spool": str(self.spool), "isolate": self.isolate, "env": env}
+        cfg = {"hide": hide, "keep": self.keep, "spool": str(self.spool), "isolate": self.isolate, "env": env}
         path = self.spool / "zygote.json"
         path.write_text(json.dumps(cfg))
         code = "import sys; from course_lib.grading.zygote import _zygote_main; _zygote_main(sys.argv[1])"
         cmd = [sys.executable, "-c", code, str(path)]
         if self.isolate:
             cmd = _UNSHARE + cmd
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=open(self.spool / "zygote.log", "wb"),
-                                     start_new_session=True, cwd=str(self.spool),
-                                     # scrubbed from the start: a forked kernel can read the
-                                     # zygote's initial environment in /proc/self/environ
-                                     env=env)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self.spool / "zygote.log", "wb"),
+            start_new_session=True,
+            cwd=str(self.spool),
+            # scrubbed from the start: a forked kernel can read the
+            # zygote's initial environment in /proc/self/environ
+            env=env,
+        )
         reply = self._read_reply(ready_timeout)
         if not reply.get("ready"):
             raise KernelDied(f"the sandbox zygote did not start: {reply}")
