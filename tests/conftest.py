@@ -81,15 +81,17 @@ def chromium_browser():
 # The slowest tests start first, so that under `-n 2 --dist worksteal` the two workers finish
 # together instead of one waiting for a long test collected last (seconds measured on 2 cores).
 _HEAVY_FIRST = [
-    "test_labs.py::test_course_lib_grade_agrees[lab02",
-    "test_labs.py::test_course_lib_grade_agrees[lab01",
+    "test_labs.py::test_nbgrader_round_trip[lab04",
+    "test_labs.py::test_nbgrader_round_trip[lab05",
+    "test_labs.py::test_nbgrader_round_trip[lab06",
     "test_labs.py::test_nbgrader_round_trip[lab02",
-    "test_labs.py::test_nbgrader_round_trip[lab01",
-    "test_redteam_unprivileged.py",
-    "test_labs.py::test_course_lib_grade_agrees",
-    "test_redteam.py",
     "test_labs.py::test_nbgrader_round_trip",
+    "test_labs.py::test_course_lib_grade_agrees[lab02",
+    "test_redteam_unprivileged.py",
+    "test_redteam.py",
+    "test_labs.py::test_course_lib_grade_agrees",
     "test_browser.py",
+    "test_grading_failures.py",
     "test_feedback_safety.py",
     "test_notebooks.py",
 ]
