@@ -454,14 +454,9 @@ class BPETokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` treating special-token strings as plain text."""
         check_str("text", text)
-        cache, out = self._cache, []
+        out = []
         for piece in self._compiled.findall(text):
-            ids = cache.get(piece)
-            if ids is None:
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                ids = cache[piece] = self._encode_piece(piece)
-            out.extend(ids)
+            out.extend(self._cached_piece(piece))
         return out
 
     def _special_set(self, value, name) -> set[str]:
@@ -499,13 +494,7 @@ class BPETokenizer:
             set() if allowed_special == "none" else self._special_set(allowed_special, "allowed_special")
         )
         disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
-        for s in disallowed:
-            if s in text:
-                raise ValueError(
-                    f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} "
-                    "to encode it as a special token, or disallowed_special=() to encode "
-                    "it as plain text"
-                )
+        self._refuse_disallowed(text, disallowed)
         if not allowed:
             return self.encode_ordinary(text)
         splitter = "(" + "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")"
