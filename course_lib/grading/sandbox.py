@@ -1347,7 +1347,10 @@ class SandboxKernel:
                     budget[0] = max(budget[0], size)
                 keep(out, size)
 
-        msg_id = self.client.execute(code, store_history=False, allow_stdin=False)
+        # stop_on_error=False: after an error (an interrupted loop among them) ipykernel would
+        # otherwise abort requests that arrive while it is still unwinding, so the next cell
+        # could come back "aborted" on a busy machine instead of running.
+        msg_id = self.client.execute(code, store_history=False, allow_stdin=False, stop_on_error=False)
         deadline = time.time() + timeout
         reply = None
         idle = False
