@@ -443,12 +443,36 @@ def smollm2_cache_ready() -> bool:
     return marker.exists() and marker.read_text().strip() == _smollm2_marker()
 
 
+def _build_smollm2_cache_in_child() -> None:
+    """Dequantize SmolLM2 into the course cache in a child process.
+
+    Dequantizing the GGUF peaks at ~1.2 GB and the allocator of the process that did it keeps
+    much of that afterwards; doing it in a child leaves the caller (a learner's kernel, inside
+    Binder's 2 GB) with only the cached float32 weights it then loads. If the child fails, the
+    caller dequantizes in-process as before (the error is not hidden: it is raised there).
+    """
+    import subprocess
+    import sys
+
+    if os.environ.get("OPEN_LLM_LAB_SMOLLM2_CHILD") == "1":  # we are that child: build here
+        return
+    code = "from course_lib.data import load_smollm2; load_smollm2(use_cache=True)"
+    from .paths import COURSE_LIB_DIR
+
+    pkg_parent = str(COURSE_LIB_DIR.parent)
+    env = dict(os.environ, OPEN_LLM_LAB_SMOLLM2_CHILD="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+    print("SmolLM2: first use, dequantizing the GGUF into the course cache (~20 s, once)...", flush=True)
+    subprocess.run([sys.executable, "-c", code], check=False, env=env)
+
+
 def load_smollm2(hub_id: str | None = None, dtype=None, use_cache: bool = True):
     """SmolLM2-135M-Instruct (LlamaForCausalLM, 134.5 M parameters, BPE 49,152; Apache-2.0).
 
     The offline copy is a GGUF Q4_1 file; transformers dequantizes it to float32 on first load
-    (~20 s, ~1.2 GB peak RSS). The result is saved once with ``save_pretrained`` (safetensors)
-    under the course cache, so later loads in any process take a few seconds.
+    (~20 s, ~1.2 GB peak RSS), in a child process so the caller never holds that peak. The
+    result is saved once with ``save_pretrained`` (safetensors) under the course cache, so
+    later loads in any process take a few seconds.
 
     Parameters
     ----------
@@ -474,6 +498,8 @@ def load_smollm2(hub_id: str | None = None, dtype=None, use_cache: bool = True):
         return tok, AutoModelForCausalLM.from_pretrained(hub_id, dtype=dtype).eval()
 
     cache = _smollm2_cache()
+    if use_cache and not smollm2_cache_ready():
+        _build_smollm2_cache_in_child()
     if use_cache and smollm2_cache_ready():
         tok = AutoTokenizer.from_pretrained(cache)
         return tok, AutoModelForCausalLM.from_pretrained(cache, dtype=dtype).eval()

@@ -81,6 +81,7 @@ def chromium_browser():
 # The slowest tests start first, so that under `-n 2 --dist worksteal` the two workers finish
 # together instead of one waiting for a long test collected last (seconds measured on 2 cores).
 _HEAVY_FIRST = [
+    "test_labs.py::test_nbgrader_round_trip[lab07",
     "test_labs.py::test_nbgrader_round_trip[lab04",
     "test_labs.py::test_nbgrader_round_trip[lab05",
     "test_labs.py::test_nbgrader_round_trip[lab06",
