@@ -2,8 +2,10 @@
 
 For each lab: regenerating the student version gives exactly the committed labs/ notebook;
 under plain nbgrader AND under `course_lib grade`, the solution scores full marks, the untouched
-release scores 0, and every seeded plausible mistake in tests/lab_mistakes/<lab>.yaml loses
-points. The heaviest of these run first (tests/conftest.py orders them).
+release scores 0, and seeded plausible mistakes from tests/lab_mistakes/<lab>.yaml lose points:
+by default up to NBGRADER_MISTAKES per lab under nbgrader (spread over the cells) and a sample of
+2 under course_lib grade; with OPEN_LLM_LAB_ALL_MISTAKES=1 every mistake under both. The
+heaviest of these run first (tests/conftest.py orders them).
 """
 
 from __future__ import annotations
@@ -39,6 +41,43 @@ def test_release_matches_committed(lab, tmp_path):
     )
 
 
+FULL_MATRIX = os.environ.get("OPEN_LLM_LAB_ALL_MISTAKES") == "1"
+# Mistakes graded per lab under plain nbgrader in the default run: one submission costs ~10 s of a
+# worker (a fresh kernel), and the suite must stay under 30 minutes on 2 cores as labs grow.
+NBGRADER_MISTAKES = 12
+
+
+def _sample(mistakes: list[dict], k: int = 2) -> list[int]:
+    """Indices of up to ``k`` mistakes spread over the solution cells: the first mistake of each
+    cell in file order, then the second of each, and so on (sorted).
+
+    >>> _sample([{"cell": "a"}, {"cell": "a"}, {"cell": "b"}, {"cell": "c"}], k=3)
+    [0, 2, 3]
+    >>> _sample([{"cell": "a"}, {"cell": "a"}, {"cell": "b"}], k=5)
+    [0, 1, 2]
+    """
+    by_cell: dict[str, list[int]] = {}
+    for i, m in enumerate(mistakes):
+        by_cell.setdefault(m["cell"], []).append(i)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < min(k, len(mistakes)):
+        chosen += [ids[depth] for ids in by_cell.values() if depth < len(ids)][: k - len(chosen)]
+        depth += 1
+    return sorted(chosen)
+
+
+def test_sample_spreads_over_cells():
+    mistakes = [{"cell": c} for c in "aaabbc"]
+    assert _sample(mistakes, 3) == [0, 3, 5]
+    assert _sample(mistakes, 4) == [0, 1, 3, 5]
+    assert _sample(mistakes, 10) == list(range(6))
+
+
+def _nbgrader_selection(mistakes: list[dict]) -> list[int]:
+    return list(range(len(mistakes))) if FULL_MATRIX else _sample(mistakes, NBGRADER_MISTAKES)
+
+
 def _mistake_id(i: int, mistake: dict) -> str:
     return f"m{i:02d}-{mistake['name']}"[:60]
 
@@ -47,12 +86,16 @@ def _mistake_id(i: int, mistake: dict) -> str:
 @pytest.mark.parametrize("lab", LABS)
 def test_nbgrader_round_trip(lab, tmp_path):
     """Plain nbgrader autograde: the solution scores full marks, the untouched release 0, and
-    every seeded mistake below full marks. One class per lab (one generate_assignment, one
-    kernel per submission) instead of one course per notebook."""
-    mistakes = load_mistakes(lab)
+    seeded mistakes below full marks: up to NBGRADER_MISTAKES per lab spread over the cells
+    (every one with OPEN_LLM_LAB_ALL_MISTAKES=1). One class per lab (one generate_assignment,
+    one kernel per submission) instead of one course per notebook."""
+    all_mistakes = load_mistakes(lab)
+    picked = _nbgrader_selection(all_mistakes)
+    mistakes = [all_mistakes[i] for i in picked]
     subs = {"solution": grading.lab_source(lab, REPO), "blank": REPO / "labs" / lab / f"{lab}.ipynb"}
     subs |= {
-        _mistake_id(i, m): apply_mistake(lab, m, tmp_path / f"{i:02d}.ipynb") for i, m in enumerate(mistakes)
+        _mistake_id(i, all_mistakes[i]): apply_mistake(lab, all_mistakes[i], tmp_path / f"{i:02d}.ipynb")
+        for i in picked
     }
     results = grading.autograde(lab, subs, REPO)
     assert set(results) == set(subs)
@@ -70,20 +113,6 @@ def test_nbgrader_round_trip(lab, tmp_path):
     assert not full, f"{len(full)} of {len(mistakes)} mistakes still scored full marks: {full}"
 
 
-FULL_MATRIX = os.environ.get("OPEN_LLM_LAB_ALL_MISTAKES") == "1"
-
-
-def _sample(mistakes: list[dict], k: int = 2) -> list[int]:
-    """Indices of up to ``k`` mistakes, each in a different solution cell where possible (the
-    first mistake of each cell, in file order): the default course_lib-grade sample."""
-    chosen, cells = [], set()
-    for i, m in enumerate(mistakes):
-        if m["cell"] not in cells and len(chosen) < k:
-            chosen.append(i)
-            cells.add(m["cell"])
-    return chosen or list(range(min(k, len(mistakes))))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("lab", LABS)
 def test_course_lib_grade_agrees(lab, tmp_path):
@@ -91,11 +120,11 @@ def test_course_lib_grade_agrees(lab, tmp_path):
     the solution full marks, the blank release 0, and seeded mistakes below full marks (one
     class per lab, graded two at a time; the red team checks lab00 in depth).
 
-    By default a sample of two mistakes per lab, in different cells, is graded here (all of
-    them are graded under nbgrader above; with the solution and the blank that is four
-    submissions, two rounds of the grader's two workers): the whole matrix costs ~15 minutes on 2 cores. Set
-    OPEN_LLM_LAB_ALL_MISTAKES=1 to grade every mistake of every lab under course_lib grade too
-    (test_course_lib_grade_all_mistakes)."""
+    By default a sample of two mistakes per lab, in different cells, is graded here (with the
+    solution and the blank that is four submissions, two rounds of the grader's two workers;
+    NBGRADER_MISTAKES per lab are graded under nbgrader above): the whole matrix costs ~15
+    minutes on 2 cores. Set OPEN_LLM_LAB_ALL_MISTAKES=1 to grade every mistake of every lab
+    under both graders (test_course_lib_grade_all_mistakes, test_nbgrader_round_trip)."""
     _grade_agrees(lab, tmp_path, _sample(load_mistakes(lab)))
 
 
