@@ -55,6 +55,7 @@ __all__ = [
     "sft_loss",
     "train_sft",
     "PeakMemory",
+    "release_free_memory",
     "save_adapter",
     "load_adapter",
     "merge_lora",
@@ -629,9 +630,15 @@ def _rss_bytes() -> int:
     return int(psutil.Process(os.getpid()).memory_info().rss)
 
 
-def _release_free_memory() -> None:
+def release_free_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so that
-    a measurement starts from what is really in use."""
+    a measurement starts from what is really in use and the next model fits in a 2 GB kernel.
+
+    After ``del model`` the Python objects are gone but glibc keeps the freed pages in its heap,
+    so the process RSS does not drop; this gives them back. A no-op where libc is not glibc.
+
+    >>> release_free_memory()
+    """
     import ctypes
     import gc
 
@@ -640,6 +647,9 @@ def _release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim
         pass
+
+
+_release_free_memory = release_free_memory  # the name used inside this module
 
 
 def _reset_hwm() -> bool:

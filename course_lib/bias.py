@@ -37,6 +37,7 @@ from itertools import product
 import numpy as np
 
 from ._validation import check_positive_int
+from .tokenization import encode_ids
 
 __all__ = [
     "NAME_SLOT",
@@ -476,18 +477,6 @@ def binomial_test(k: int, n: int, p: float = 0.5) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    from transformers import PreTrainedTokenizerBase
-
-    if isinstance(tokenizer, PreTrainedTokenizerBase):
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if hasattr(tokenizer, "encode"):
-        return [int(i) for i in tokenizer.encode(text)]
-    raise TypeError(
-        f"tokenizer must be a transformers tokenizer or have .encode(text), got {type(tokenizer).__name__}"
-    )
-
-
 def sentence_log_likelihoods(
     model,
     tokenizer,
@@ -533,13 +522,16 @@ def sentence_log_likelihoods(
                 "the tokenizer has no bos_token_id or eos_token_id: pass "
                 "prefix_token_id (a token that starts a text, e.g. a newline)"
             )
-    ids = [[int(prefix_token_id)] + _encode(tokenizer, s) for s in sentences]
+    ids = [[int(prefix_token_id)] + encode_ids(tokenizer, s) for s in sentences]
     for s, x in zip(sentences, ids):
         if len(x) < 2:
             raise ValueError(f"sentence {s!r} encodes to no tokens")
     order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths -> less padding
     ll = np.zeros(len(ids))
     counts = np.zeros(len(ids), dtype=int)
+    from .model import split_lm_head, target_logprobs
+
+    body, head = split_lm_head(model)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -551,9 +543,14 @@ def sentence_log_likelihoods(
             for row, i in enumerate(batch):  # right padding: real tokens keep positions 0..L-1
                 x[row, : len(ids[i])] = torch.tensor(ids[i])
                 mask[row, : len(ids[i])] = 1
-            logits = model(input_ids=x, attention_mask=mask).logits.float()  # (B, T, V)
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts x[:, 1:]
-            tok_lp = logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
+            if body is not None:  # logits a chunk of positions at a time, never (B, T, V) at once
+                hidden = body(input_ids=x, attention_mask=mask).last_hidden_state[:, :-1]  # predicts x[:, 1:]
+                lp, _ = target_logprobs(head, hidden.reshape(-1, hidden.shape[-1]), x[:, 1:].reshape(-1))
+                tok_lp = lp.view(len(batch), width - 1)  # (B, T-1)
+            else:
+                logits = model(input_ids=x, attention_mask=mask).logits.float()  # (B, T, V)
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts x[:, 1:]
+                tok_lp = logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
             scored = mask[:, 1:].float()
             ll[batch] = (tok_lp * scored).sum(1).double().numpy()
             counts[batch] = scored.sum(1).long().numpy()

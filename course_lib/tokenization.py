@@ -48,6 +48,7 @@ import regex
 from ._validation import check_str
 
 __all__ = [
+    "encode_ids",
     "train_merges_recount",
     "GPT2_SPLIT_PATTERN",
     "GPT4_SPLIT_PATTERN",
@@ -812,3 +813,22 @@ def word_fertility(encode, words: dict[str, float], leading_space: bool = True) 
     total = sum(words.values())
     prefix = " " if leading_space else ""
     return sum(f * len(encode(prefix + w)) for w, f in words.items()) / total
+
+
+def encode_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens, for any tokenizer the course uses: a
+    transformers tokenizer (``add_special_tokens=False``: no BOS is added) or anything with
+    ``.encode(text)`` (the course's BPE and byte tokenizers, tiktoken encodings).
+
+    >>> encode_ids(BPETokenizer.train("aaab" * 10, vocab_size=258), "aab")
+    [256, 98]
+    """
+    from transformers import PreTrainedTokenizerBase
+
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if hasattr(tokenizer, "encode"):
+        return [int(i) for i in tokenizer.encode(text)]
+    raise TypeError(
+        f"tokenizer must be a transformers tokenizer or have .encode(text), got {type(tokenizer).__name__}"
+    )

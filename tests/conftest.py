@@ -82,6 +82,7 @@ def chromium_browser():
 # together instead of one waiting for a long test collected last (seconds measured on 2 cores).
 _HEAVY_FIRST = [
     "test_labs.py::test_nbgrader_round_trip[lab07",
+    "test_labs.py::test_nbgrader_round_trip[lab08",
     "test_labs.py::test_nbgrader_round_trip[lab04",
     "test_labs.py::test_nbgrader_round_trip[lab05",
     "test_labs.py::test_nbgrader_round_trip[lab06",

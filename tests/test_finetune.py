@@ -90,8 +90,56 @@ def test_fine_tune_one_step_changes_weights_and_is_seeded(minilm):
     assert runs[0][0]["train_loss"] == pytest.approx(runs[1][0]["train_loss"])
 
 
+def test_micro_batches_give_the_same_update(minilm):
+    import copy
+
+    import torch
+
+    tok, model = minilm
+    weights = []
+    for micro in (None, 3):  # 8 examples: micro-batches of 3, 3 and 2, weighted by their share
+        m = copy.deepcopy(model)
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0  # dropout would draw differently per micro-batch
+        hist = F.fine_tune(
+            m,
+            tok,
+            TEXTS,
+            LABELS,
+            epochs=1,
+            batch_size=8,
+            max_length=16,
+            progress=False,
+            seed=1,
+            micro_batch_size=micro,
+        )
+        weights.append((m.classifier.weight.detach().clone(), hist[0]["train_loss"]))
+    assert torch.allclose(weights[0][0], weights[1][0], atol=1e-6)
+    assert weights[0][1] == pytest.approx(weights[1][1], rel=1e-5)
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        F.fine_tune(model, tok, TEXTS, LABELS, micro_batch_size=0, progress=False)
+
+
+def test_first_classifier_is_trained_in_a_child_process(tmp_path, monkeypatch):
+    # the learner's kernel must never hold fine-tuning's peak: the parent only loads the result
+    monkeypatch.setenv("OPEN_LLM_LAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("OPEN_LLM_LAB_CLASSIFIER_CHILD", raising=False)
+
+    def no_training_here(*a, **k):
+        raise AssertionError("the parent process trained")
+
+    monkeypatch.setattr(F, "fine_tune", no_training_here)
+    tok, model, info = F.load_sentiment_classifier(
+        n_train=16, epochs=1, max_length=16, return_info=True, progress=False
+    )
+    assert info["settings"]["n_train"] == 16 and model.config.id2label == {0: "rotten", 1: "fresh"}
+    assert (F.sentiment_classifier_dir(16, 1, 16, 0) / "course_info.json").exists()
+
+
 def test_load_sentiment_classifier_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("OPEN_LLM_LAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("OPEN_LLM_LAB_CLASSIFIER_CHILD", "1")  # train here, where fine_tune is patched
     monkeypatch.setattr(F, "fine_tune", lambda *a, **k: [{"step": 1, "train_loss": 0.7, "val_accuracy": 0.5}])
     tok, model, info = F.load_sentiment_classifier(
         n_train=16, epochs=1, max_length=16, return_info=True, progress=False

@@ -4,6 +4,7 @@ ones) with papermill and report wall time and the kernel's peak memory.
     python tools/time_notebook.py lessons/06_quantization.ipynb [more.ipynb ...]
     python tools/time_notebook.py --threads 2 --budget-min 5 --budget-gb 1.7 lessons/0*.ipynb
     python tools/time_notebook.py --test-parameters lessons/05_finetuning_evaluation.ipynb
+    python tools/time_notebook.py --cells lessons/09_bias.ipynb   # which cell costs the time and memory
 
 Binder gives a learner one or two CPU cores and 2 GB of RAM: run this on a quiet machine with
 ``--threads`` set to the cores a learner has. Each notebook runs in its own process, so the peak
@@ -34,15 +35,18 @@ import psutil
 nb, out, params, cwd = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 # The kernel's own high-water mark (ru_maxrss of the children) misses peaks when a notebook
 # resets it (course_lib.adapt.PeakMemory writes /proc/self/clear_refs), so RSS is also sampled.
-sampled, stop = [0], threading.Event()
+sampled, trace, stop = [0], [], threading.Event()
 def sample():
     me = psutil.Process()
     while not stop.is_set():
+        now = 0
         for p in me.children(recursive=True):
             try:
-                sampled[0] = max(sampled[0], p.memory_info().rss)
+                now = max(now, p.memory_info().rss)
             except psutil.Error:
                 pass
+        sampled[0] = max(sampled[0], now)
+        trace.append((time.time(), now))
         stop.wait(0.02)
 threading.Thread(target=sample, daemon=True).start()
 t0 = time.perf_counter()
@@ -54,7 +58,21 @@ except Exception as e:  # reported, not raised: the parent prints the table
 wall = time.perf_counter() - t0
 stop.set()
 peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, sampled[0])
-print(json.dumps({"wall_s": wall, "peak_gb": peak / 2**30, "error": err}))
+cells = []  # per code cell: index, seconds, peak sampled RSS while it ran, first line
+try:
+    from datetime import datetime
+    import nbformat
+    for i, c in enumerate(nbformat.read(out, as_version=4).cells):
+        pm_meta = c.get("metadata", {}).get("papermill", {})
+        if c.cell_type != "code" or not pm_meta.get("start_time") or not pm_meta.get("end_time"):
+            continue
+        t0_, t1_ = (datetime.fromisoformat(pm_meta[k].replace("Z", "+00:00")).timestamp()
+                    for k in ("start_time", "end_time"))
+        rss = max((r for t, r in trace if t0_ <= t <= t1_), default=0)
+        cells.append([i, t1_ - t0_, rss / 2**30, c.source.strip().splitlines()[0][:60] if c.source.strip() else ""])
+except Exception as e:  # the per-cell table is a diagnosis aid, never a reason to fail
+    cells = [[-1, 0.0, 0.0, f"no per-cell table: {e}"]]
+print(json.dumps({"wall_s": wall, "peak_gb": peak / 2**30, "error": err, "cells": cells}))
 """
 
 
@@ -100,6 +118,11 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-min", type=float, default=5.0)
     ap.add_argument("--budget-gb", type=float, default=1.7, help="GB (2**30 bytes); Binder gives 2")
     ap.add_argument("--out", type=Path, default=None, help="keep executed copies here")
+    ap.add_argument(
+        "--cells",
+        action="store_true",
+        help="also print each code cell's seconds and the peak RSS sampled while it ran",
+    )
     args = ap.parse_args(argv)
 
     overrides = {}
@@ -139,6 +162,9 @@ def main(argv=None) -> int:
                 f"  (finished {time.strftime('%H:%M:%S')}, {time.time() - t0:.0f} s with start-up)",
                 flush=True,
             )
+            if args.cells:
+                for i, secs, gb, first in r.get("cells", []):
+                    print(f"    cell {i:3d} {secs:7.1f}s {gb:6.2f}GB  {first}")
     return 1 if failed else 0
 
 
