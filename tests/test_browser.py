@@ -262,13 +262,22 @@ def _page_config(page) -> dict:
     return page.evaluate("() => JSON.parse(document.getElementById('jupyter-config-data').textContent)")
 
 
-def _validate_button_shown(page) -> bool:
-    """Whether nbgrader's Validate button is visible on the current notebook's toolbar."""
+def _validate_button_shown(page, settle_s: float = 20.0) -> bool:
+    """Whether nbgrader's Validate button is visible on the current notebook's toolbar.
+
+    nbgrader's extension shows or hides the button once it has read the notebook's metadata,
+    which can take seconds on a loaded machine: poll for up to ``settle_s`` seconds (until it is
+    visible) instead of judging after a fixed pause. A lesson's button never becomes visible, so
+    that answer costs the whole wait."""
     page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .validate-button", state="attached")
-    page.wait_for_timeout(500)
-    return page.evaluate("""() => {
-        const b = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .validate-button');
-        return b.offsetParent !== null; }""")
+    deadline = time.monotonic() + settle_s
+    while True:
+        page.wait_for_timeout(500)
+        shown = page.evaluate("""() => {
+            const b = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .validate-button');
+            return b.offsetParent !== null; }""")
+        if shown or time.monotonic() > deadline:
+            return shown
 
 
 def test_learner_runs_lesson_00_and_solves_a_lab_cell(browser, tmp_path):
