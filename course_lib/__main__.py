@@ -5,6 +5,8 @@ release LAB|--all      regenerate labs/LAB from solutions/LAB with nbgrader
 labs                   list the labs
 grade LAB [--submissions DIR] [--workers N] [--student ID]
                        autograde submissions in sandboxes, verdicts outside student code
+serve [--model smollm2|course-gpt|PATH] [--port N] [--batching continuous|static]
+                       an OpenAI-compatible HTTP server (continuous batching) for a course model
 """
 
 from __future__ import annotations
@@ -55,7 +57,34 @@ def main(argv: list[str] | None = None) -> int:
         gr.add_argument(
             option, dest=field, type=kind, default=defaults[field], help=f"{what} (default: %(default)s)"
         )
+    sv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    sv.add_argument("--model", default="smollm2", help="smollm2, course-gpt or a save_pretrained folder")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch-size", type=int, default=8, help="sequences decoded together at most")
+    sv.add_argument("--batching", choices=["continuous", "static"], default="continuous")
+    sv.add_argument("--quantize", choices=["int8", "int4"], help="lesson 06's weight quantization")
+    sv.add_argument("--max-context", type=int, help="tokens per sequence at most (default: the model's)")
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $OPEN_LLM_LAB_API_KEY)")
     args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        from .serve import serve
+
+        try:
+            serve(
+                args.model,
+                host=args.host,
+                port=args.port,
+                max_batch_size=args.max_batch_size,
+                batching=args.batching,
+                quantize=args.quantize,
+                api_key=args.api_key,
+                max_context=args.max_context,
+            )
+        except ValueError as e:
+            parser.error(str(e))
+        return 0
 
     if args.command == "doctor":
         from .doctor import main as doctor_main

@@ -8,8 +8,9 @@ ones) with papermill and report wall time and the kernel's peak memory.
 
 Binder gives a learner one or two CPU cores and 2 GB of RAM: run this on a quiet machine with
 ``--threads`` set to the cores a learner has. Each notebook runs in its own process, so the peak
-resident memory reported is that notebook's kernel (the largest process it started), in GB
-(2**30 bytes): the larger of the kernel's high-water mark and RSS sampled every 20 ms (a
+resident memory reported is that notebook's kernel plus every process it started (a server in
+lesson 13), in GB (2**30 bytes): the larger of the kernel's high-water mark and the summed RSS
+sampled every 20 ms (a
 notebook that resets its own high-water mark, as ``course_lib.adapt.PeakMemory`` does, would
 otherwise hide its earlier peaks). Executed copies go to a temporary folder (or ``--out``) and never over the
 committed notebook. Exit status 1 when a notebook fails or misses the budget.
@@ -34,7 +35,9 @@ import papermill as pm
 import psutil
 nb, out, params, cwd = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 # The kernel's own high-water mark (ru_maxrss of the children) misses peaks when a notebook
-# resets it (course_lib.adapt.PeakMemory writes /proc/self/clear_refs), so RSS is also sampled.
+# resets it (course_lib.adapt.PeakMemory writes /proc/self/clear_refs), so RSS is also sampled,
+# summed over the kernel and every process it started (a server a lesson runs counts too: Binder's
+# limit is on the whole container).
 sampled, trace, stop = [0], [], threading.Event()
 def sample():
     me = psutil.Process()
@@ -42,7 +45,7 @@ def sample():
         now = 0
         for p in me.children(recursive=True):
             try:
-                now = max(now, p.memory_info().rss)
+                now += p.memory_info().rss
             except psutil.Error:
                 pass
         sampled[0] = max(sampled[0], now)
