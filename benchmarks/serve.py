@@ -33,7 +33,9 @@ TOPICS = ["the sea", "a mountain", "the night sky", "a small village", "an old l
 
 def prompts(n: int) -> list[str]:
     """n different prompts of different lengths."""
-    return [f"Write a short story about {TOPICS[i % len(TOPICS)]}." + " Be vivid." * (i % 3) for i in range(n)]
+    return [
+        f"Write a short story about {TOPICS[i % len(TOPICS)]}." + " Be vivid." * (i % 3) for i in range(n)
+    ]
 
 
 def peak_rss_gib(pid: int) -> float:
@@ -76,7 +78,9 @@ def main() -> None:
                     flush=True,
                 )
             rss[arm] = peak_rss_gib(server.proc.pid)
-    print(f"server peak RSS: static {rss['static']:.2f} GiB, continuous (batch 16) {rss['continuous']:.2f} GiB")
+    print(
+        f"server peak RSS: static {rss['static']:.2f} GiB, continuous (batch 16) {rss['continuous']:.2f} GiB"
+    )
     c8 = 8 if 8 in args.concurrency else args.concurrency[-1]
     cb, st = table["continuous", c8], table["static", c8]
     errors = sum(s["errors"] for s in table.values())

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--batching", choices=["continuous", "static"], default="continuous")
     sv.add_argument("--quantize", choices=["int8", "int4"], help="lesson 06's weight quantization")
     sv.add_argument("--max-context", type=int, help="tokens per sequence at most (default: the model's)")
+    sv.add_argument("--max-waiting", type=int, default=256, help="queued requests at most; more get 429")
     sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $OPEN_LLM_LAB_API_KEY)")
     args = parser.parse_args(argv)
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 quantize=args.quantize,
                 api_key=args.api_key,
                 max_context=args.max_context,
+                max_waiting=args.max_waiting,
             )
         except ValueError as e:
             parser.error(str(e))

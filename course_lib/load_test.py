@@ -49,7 +49,9 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(finite, q)) if finite else float("nan")
 
 
-def percentile_ci(values, q: float, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+def percentile_ci(
+    values, q: float, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the ``q``-th percentile of the non-nan ``values`` (one per
     request): how much the figure could move on another run of as many requests.
 

@@ -405,6 +405,7 @@ def serve(
     quantize: str | None = None,
     api_key: str | None = None,
     max_context: int | None = None,
+    max_waiting: int = 256,
 ) -> None:
     """Load ``model`` and serve it until interrupted (what ``python -m course_lib serve`` runs)."""
     import uvicorn
@@ -413,7 +414,9 @@ def serve(
 
     name, lm, tokenizer = load_serving_model(model, quantize)
     engine = Engine(lm, tokenizer, max_batch_size=max_batch_size, batching=batching, max_context=max_context)
-    app = create_app(engine, name, api_key=api_key or os.environ.get(API_KEY_ENV) or None)
+    app = create_app(
+        engine, name, api_key=api_key or os.environ.get(API_KEY_ENV) or None, max_waiting=max_waiting
+    )
     print(
         f"[serve] {name} ({batching} batching, up to {max_batch_size} sequences) on http://{host}:{port}",
         flush=True,

@@ -228,6 +228,19 @@ def test_api_key_guards_v1_but_not_health(tiny_model_dir):
             good.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}])
 
 
+def test_a_full_queue_answers_429_and_the_route_still_works(tiny):
+    from fastapi.testclient import TestClient
+
+    from course_lib.serve import create_app
+
+    model, tok = tiny
+    app = create_app(Engine(model, tok), "tiny", max_waiting=0)  # no engine thread: nothing is served
+    with TestClient(app) as http:
+        r = http.post("/v1/completions", json={"model": "tiny", "prompt": "To be", "max_tokens": 2})
+        assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error", r.text
+        assert http.get("/health").json()["waiting"] == 0
+
+
 def test_cli_rejects_a_folder_that_is_not_a_model(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "course_lib", "serve", "--model", str(tmp_path)],
